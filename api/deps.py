@@ -1,0 +1,70 @@
+"""Typed dependencies: settings, database session, Prefect client, schedule service, auth."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prefect.client.orchestration import PrefectClient
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from deployments.service import ScheduleService
+from settings import Settings, get_settings
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_db_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+EngineDep = Annotated[Engine, Depends(get_db_engine)]
+
+
+def get_session(engine: EngineDep) -> Iterator[Session]:
+    with Session(engine) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_prefect_client(request: Request) -> PrefectClient:
+    client: PrefectClient = request.app.state.prefect_client
+    return client
+
+
+PrefectClientDep = Annotated[PrefectClient, Depends(get_prefect_client)]
+
+
+def get_schedule_service(
+    client: PrefectClientDep, engine: EngineDep, settings: SettingsDep
+) -> ScheduleService:
+    return ScheduleService(client, engine, settings.work_pool_name)
+
+
+ScheduleServiceDep = Annotated[ScheduleService, Depends(get_schedule_service)]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def require_api_key(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """With API keys configured, every route but /health needs `Authorization: Bearer <key>`."""
+    keys = settings.api_key_list
+    if not keys:
+        return
+    given = credentials.credentials if credentials else ""
+    if not any(secrets.compare_digest(given.encode(), key.encode()) for key in keys):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing or invalid API key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

@@ -1,0 +1,127 @@
+"""Schedules: create, read, change, pause, resume, run now, delete, history and stats."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response, status
+from pydantic import BaseModel, Field
+
+from api.deps import ScheduleServiceDep, SettingsDep
+from deployments.service import RunView, ScheduleStats, ScheduleView
+from deployments.spec import SchedulePatch, ScheduleSpec
+
+router = APIRouter(prefix="/api/schedules", tags=["schedules"])
+
+StateFilter = Literal[
+    "SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "CRASHED",
+    "PAUSED", "CANCELLING",
+]
+
+
+class SchedulesPublic(BaseModel):
+    data: list[ScheduleView]
+    count: int
+
+
+class RunsPublic(BaseModel):
+    data: list[RunView]
+    count: int
+
+
+class RunRequest(BaseModel):
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunStarted(BaseModel):
+    flow_run_id: uuid.UUID
+
+
+def _limit(settings: SettingsDep, limit: int) -> int:
+    return min(limit, settings.max_page_size)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_schedule(spec: ScheduleSpec, service: ScheduleServiceDep) -> ScheduleView:
+    """Create a schedule (a Prefect deployment); 409 if the name exists, 422 names bad fields."""
+    return await service.create(spec)
+
+
+@router.get("")
+async def list_schedules(
+    service: ScheduleServiceDep,
+    settings: SettingsDep,
+    pipeline: str | None = None,
+    paused: bool | None = None,
+    tag: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> SchedulesPublic:
+    """A page of schedules by name, with the total for the filter."""
+    views, count = await service.list(
+        pipeline=pipeline, paused=paused, tag=tag, limit=_limit(settings, limit), offset=offset
+    )
+    return SchedulesPublic(data=views, count=count)
+
+
+@router.get("/{name}")
+async def read_schedule(name: str, service: ScheduleServiceDep) -> ScheduleView:
+    """One schedule: its spec as Prefect has it, pause state, next runs and last run."""
+    return await service.get(name)
+
+
+@router.patch("/{name}")
+async def update_schedule(
+    name: str, patch: SchedulePatch, service: ScheduleServiceDep
+) -> ScheduleView:
+    """Change timing, parameters, description or limits in place; pause state is kept."""
+    return await service.update(name, patch)
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_schedule(name: str, service: ScheduleServiceDep) -> Response:
+    """Delete the schedule; the records it produced stay."""
+    await service.delete(name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{name}/pause")
+async def pause_schedule(name: str, service: ScheduleServiceDep) -> ScheduleView:
+    """Pause the schedule (idempotent)."""
+    return await service.pause(name)
+
+
+@router.post("/{name}/resume")
+async def resume_schedule(name: str, service: ScheduleServiceDep) -> ScheduleView:
+    """Resume the schedule (idempotent)."""
+    return await service.resume(name)
+
+
+@router.post("/{name}/run", status_code=status.HTTP_202_ACCEPTED)
+async def run_schedule(
+    name: str, service: ScheduleServiceDep, body: RunRequest | None = None
+) -> RunStarted:
+    """Run now, optionally with parameters merged over the schedule's own."""
+    run_id = await service.run_now(name, body.parameters if body else None)
+    return RunStarted(flow_run_id=run_id)
+
+
+@router.get("/{name}/runs")
+async def list_schedule_runs(
+    name: str,
+    service: ScheduleServiceDep,
+    settings: SettingsDep,
+    state: StateFilter | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> RunsPublic:
+    """Run history, newest first, each with its outcome."""
+    runs, count = await service.runs(name, state=state, limit=_limit(settings, limit), offset=offset)
+    return RunsPublic(data=runs, count=count)
+
+
+@router.get("/{name}/stats")
+async def schedule_stats(name: str, service: ScheduleServiceDep) -> ScheduleStats:
+    """Totals by state, success rate, mean and p95 duration, item counts."""
+    return await service.stats(name)

@@ -1,0 +1,23 @@
+"""Destination: another database our pipelines write into, named by a block."""
+
+from __future__ import annotations
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+from sqlalchemy.engine import Engine
+
+
+class Destination(Block):
+    """A database that pipelines store rows into; its URL (with credentials) is kept secret."""
+
+    _block_type_name = "Destination"
+    _block_type_slug = "destination"
+    _description = "A SQL database (SQLite or PostgreSQL URL) that pipelines write rows into."
+
+    url: SecretStr = Field(description="SQLAlchemy URL, e.g. postgresql://user:pass@host/db")
+
+    def engine(self) -> Engine:
+        """The shared engine for this database."""
+        from db.engine import get_engine
+
+        return get_engine(self.url.get_secret_value())

@@ -1,0 +1,67 @@
+"""Domain tables: what our pipelines produce that Prefect does not keep."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+# JSON everywhere, JSONB on PostgreSQL (indexable, compact).
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(**kwargs: Any) -> Any:
+    return Field(sa_type=sa.DateTime(timezone=True), **kwargs)  # type: ignore[call-overload]
+
+
+class ApiRecordBase(SQLModel):
+    schedule: str = Field(max_length=200, index=True)
+    key: str = Field(max_length=500)
+    flow_run_id: uuid.UUID
+    data: dict[str, Any] = Field(sa_type=JSONType)
+    fetched_at: datetime = _aware(default_factory=utcnow)
+
+
+class ApiRecord(ApiRecordBase, table=True):
+    """One extracted record of an api_call schedule; a re-run with the same key updates it."""
+
+    __tablename__ = "api_records"
+    __table_args__ = (sa.UniqueConstraint("schedule", "key", name="uq_api_records_schedule_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class ApiRecordPublic(ApiRecordBase):
+    pass
+
+
+class RunOutcomeBase(SQLModel):
+    flow_run_id: uuid.UUID = Field(unique=True)
+    schedule: str = Field(max_length=200, index=True)
+    pipeline: str = Field(max_length=50)
+    items_processed: int = 0
+    items_succeeded: int = 0
+    items_failed: int = 0
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    # `metadata` is reserved on declarative classes, hence the attribute name.
+    meta: dict[str, Any] = Field(
+        default_factory=dict, sa_column_kwargs={"name": "metadata"}, sa_type=JSONType
+    )
+    started_at: datetime | None = _aware(default=None)
+    finished_at: datetime = _aware(default_factory=utcnow)
+
+
+class RunOutcome(RunOutcomeBase, table=True):
+    """What one flow run did, in item counts: written once per run, overwritten by its retries."""
+
+    __tablename__ = "run_outcomes"
+
+    id: int | None = Field(default=None, primary_key=True)

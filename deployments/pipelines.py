@@ -1,0 +1,48 @@
+"""The pipelines a schedule can run: flow, entrypoint, parameter model and creation-time checks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from flows.api_call_params import ApiCallParameters
+
+FieldErrors = list[dict[str, Any]]
+Check = Callable[[Any], Awaitable[FieldErrors]]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A pipeline as deployments/ needs it; the flow itself is imported only where it runs."""
+
+    name: str
+    flow_name: str
+    entrypoint: str
+    parameters: type[BaseModel]
+    checks: tuple[Check, ...] = field(default=())
+
+    @property
+    def tag(self) -> str:
+        return f"pipeline:{self.name}"
+
+
+def _api_call_checks() -> tuple[Check, ...]:
+    from deployments.checks import check_destination, check_secret_headers
+
+    return (check_destination, check_secret_headers)
+
+
+PIPELINES: dict[str, Pipeline] = {
+    "api_call": Pipeline(
+        name="api_call",
+        flow_name="api-call",
+        entrypoint="flows.api_call.api_call",
+        parameters=ApiCallParameters,
+        checks=_api_call_checks(),
+    ),
+}
+
+FLOW_TO_PIPELINE = {p.flow_name: p for p in PIPELINES.values()}

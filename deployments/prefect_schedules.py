@@ -1,0 +1,97 @@
+"""Pure schedule maths: a spec's timing as Prefect schedule objects, and Prefect's schedules back."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
+
+from deployments.spec import (
+    WEEKDAYS,
+    CronTiming,
+    DailyTiming,
+    IntervalTiming,
+    ManualTiming,
+    OnceTiming,
+    RRuleTiming,
+    Timing,
+    WeeklyTiming,
+)
+
+PrefectSchedule = CronSchedule | IntervalSchedule | RRuleSchedule
+
+_DAILY_CRON = re.compile(r"^(\d{1,2}) (\d{1,2}) \* \* \*$")
+_WEEKLY_CRON = re.compile(r"^(\d{1,2}) (\d{1,2}) \* \* ([a-z,]+)$")
+
+
+def daily_cron(at: str) -> str:
+    hour, minute = (int(part) for part in at.split(":"))
+    return f"{minute} {hour} * * *"
+
+
+def weekly_cron(days: list[str], at: str) -> str:
+    ordered = [d for d in WEEKDAYS if d in set(days)]
+    return daily_cron(at)[:-1] + ",".join(ordered)
+
+
+def once_rrule(timing: OnceTiming) -> str:
+    """A rule with a single occurrence at the wall-clock time of `at` in the timing's zone."""
+    local = timing.when.astimezone(ZoneInfo(timing.timezone)).replace(tzinfo=None)
+    return f"DTSTART:{local:%Y%m%dT%H%M%S}\nRRULE:FREQ=DAILY;COUNT=1"
+
+
+def to_prefect_schedule(timing: Timing) -> PrefectSchedule | None:
+    """The Prefect schedule that fires at the spec's times (None: run on demand only).
+
+    Daily, weekly and once become cron / rrule schedules in the given zone, so Prefect
+    handles DST and the UI shows the real schedule.
+    """
+    match timing:
+        case CronTiming():
+            return CronSchedule(cron=timing.cron, timezone=timing.timezone)
+        case DailyTiming():
+            return CronSchedule(cron=daily_cron(timing.at), timezone=timing.timezone)
+        case WeeklyTiming():
+            return CronSchedule(cron=weekly_cron(timing.days, timing.at), timezone=timing.timezone)
+        case IntervalTiming():
+            # A fixed default anchor keeps runs on round clock times and stable across updates.
+            anchor = timing.anchor or datetime(2020, 1, 1, tzinfo=ZoneInfo(timing.timezone))
+            return IntervalSchedule(interval=timing.period, anchor_date=anchor, timezone=timing.timezone)
+        case RRuleTiming():
+            return RRuleSchedule(rrule=timing.rrule, timezone=timing.timezone)
+        case OnceTiming():
+            return RRuleSchedule(rrule=once_rrule(timing), timezone=timing.timezone)
+        case ManualTiming():
+            return None
+    raise TypeError(f"unknown timing {timing!r}")
+
+
+def from_prefect_schedule(kind: str | None, schedule: PrefectSchedule | None) -> Timing:
+    """The spec timing a deployment's schedule stands for; `kind` is the schedule's slug.
+
+    Reads Prefect's schedule rather than a copy of ours, so a change an operator makes in the
+    UI shows in our answers; a schedule we cannot read as `kind` is reported as what it is.
+    """
+    tz = (schedule.timezone if schedule is not None else None) or "UTC"
+    match schedule:
+        case None:
+            return ManualTiming()
+        case CronSchedule(cron=cron):
+            if kind == "daily" and (m := _DAILY_CRON.match(cron)):
+                return DailyTiming(at=f"{int(m[2]):02d}:{int(m[1]):02d}", timezone=tz)
+            if kind == "weekly" and (m := _WEEKLY_CRON.match(cron)):
+                days = [d for d in m[3].split(",") if d in WEEKDAYS]
+                return WeeklyTiming(days=days, at=f"{int(m[2]):02d}:{int(m[1]):02d}", timezone=tz)  # type: ignore[arg-type]
+            return CronTiming(cron=cron, timezone=tz)
+        case IntervalSchedule(interval=interval, anchor_date=anchor):
+            return IntervalTiming(every_seconds=interval.total_seconds(), anchor=anchor, timezone=tz)
+        case RRuleSchedule(rrule=rule):
+            if kind == "once" and "COUNT=1" in rule:
+                start = schedule.to_rrule()
+                first = next(iter(start), None)  # type: ignore[call-overload]
+                if first is not None:
+                    return OnceTiming.model_construct(at=first.astimezone(UTC), timezone=tz)
+            return RRuleTiming(rrule=rule, timezone=tz)
+    return ManualTiming()

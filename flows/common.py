@@ -1,0 +1,45 @@
+"""Tasks every pipeline ends with: record the run outcome and show it in the Prefect UI."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import deployment, flow_run
+from sqlalchemy.engine import Engine
+
+from db.crud import save_run_outcome
+from db.models import RunOutcomeBase
+
+
+def current_flow_run_id() -> uuid.UUID:
+    """The id of the running flow run (a fresh one outside Prefect, for plain calls)."""
+    run_id = flow_run.get_id()
+    return uuid.UUID(run_id) if run_id else uuid.uuid4()
+
+
+def current_schedule_name() -> str:
+    """The schedule (deployment) this run belongs to; the flow run's name when run ad hoc."""
+    return deployment.get_name() or flow_run.get_name() or "ad-hoc"
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def record_outcome(engine: Engine, outcome: RunOutcomeBase) -> None:
+    """Write the run's item counts and error to run_outcomes (a retry overwrites, never adds)."""
+    with engine.begin() as conn:
+        save_run_outcome(conn, outcome)
+
+
+def artifact_key(prefix: str, schedule: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    cleaned = "".join(c if c.isalnum() else "-" for c in f"{prefix}-{schedule}".lower())
+    return cleaned.strip("-")[:100]
+
+
+@task(cache_policy=NO_CACHE)
+def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:
+    """Show rows as a table artifact on the flow run page in the Prefect UI."""
+    create_table_artifact(key=key, table=rows, description=description)

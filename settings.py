@@ -1,0 +1,75 @@
+"""The one place the environment is read: every knob of scheduled-pipelines lives here."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_DIR = Path(__file__).resolve().parent
+DATA_DIR = PROJECT_DIR / ".data"
+
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def normalise_database_url(url: str) -> str:
+    """Point bare PostgreSQL URLs at the psycopg 3 driver (Heroku-style `postgres://` too)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class Settings(BaseSettings):
+    """Configuration from the environment (or a `.env` file beside the project)."""
+
+    model_config = SettingsConfigDict(
+        env_file=PROJECT_DIR / ".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = f"sqlite:///{DATA_DIR / 'pipelines.db'}"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # Comma-separated bearer keys; empty means no auth, which is only allowed on loopback.
+    api_keys: SecretStr | None = None
+    # Where flows reach our own API (the demo endpoint of the example deployment).
+    public_api_url: str = "http://127.0.0.1:8000"
+
+    work_pool_name: str = "pipelines"
+    # Flow runs at once on this machine: each is a Python subprocess of ~150 MB that imports
+    # Prefect (~2 s of CPU); two cores stay responsive with a handful.
+    work_pool_concurrency: int = Field(default=4, ge=1)
+
+    # Ceiling for one page of a list route.
+    max_page_size: int = Field(default=500, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_url(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @model_validator(mode="after")
+    def _refuse_open_api_without_keys(self) -> Settings:
+        if self.api_host not in _LOOPBACK_HOSTS and not self.api_key_list:
+            raise ValueError(
+                "API_KEYS must be set to listen on a non-loopback address "
+                f"(API_HOST={self.api_host})"
+            )
+        return self
+
+    @property
+    def api_key_list(self) -> list[str]:
+        if self.api_keys is None:
+            return []
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
