@@ -272,7 +272,7 @@ class ScheduleService:
             retry_delay_seconds=int(env.get(RETRY_DELAY_ENV, 30)),
             concurrency_limit=deployment.global_concurrency_limit.limit
             if deployment.global_concurrency_limit
-            else deployment.concurrency_limit,
+            else None,
             collision=options.collision_strategy.value.lower() if options else "enqueue",
             created=deployment.created,
             updated=deployment.updated,

@@ -14,6 +14,13 @@ os.environ.setdefault("PREFECT_HOME", str(_TMP / "prefect-home"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["DATABASE_URL"] = f"sqlite:///{_TMP / 'pipelines.db'}"
+os.environ["WORK_POOL_NAME"] = "test-pipelines"
+os.environ["WORK_POOL_CONCURRENCY"] = "4"
+os.environ.pop("API_KEYS", None)
+
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 
 import pytest  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
@@ -82,3 +89,57 @@ def any_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     with engine.begin() as conn:
         for table in ("api_records", "run_outcomes"):
             conn.execute(sa.text(f"DELETE FROM {table}"))
+
+
+def prefect_env(api_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a Prefect CLI or worker subprocess pointed at the test server."""
+    return {**os.environ, "PREFECT_API_URL": api_url, **extra}
+
+
+def prefect_cli(api_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `prefect <args>` against the test server, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "prefect", *args],
+        env=prefect_env(api_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="session")
+def work_pool(prefect_api_url: str) -> str:
+    """The process work pool, with its concurrency limit, as make run creates it."""
+    from prefect import get_client
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    from deployments.service import ensure_work_pool
+
+    settings = get_settings()
+
+    async def create() -> None:
+        async with get_client() as client:
+            await ensure_work_pool(client, settings.work_pool_name, settings.work_pool_concurrency)
+
+    run_coro_as_sync(create())
+    return settings.work_pool_name
+
+
+@pytest.fixture(scope="session")
+def worker(prefect_api_url: str, work_pool: str, sqlite_engine: Engine, tmp_root: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `prefect worker` polling the pool every second (flows write to the session DB)."""
+    log = open(tmp_root / "worker.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", work_pool, "--type", "process"],
+        env=prefect_env(prefect_api_url, PREFECT_WORKER_QUERY_SECONDS="1"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield proc
+    # A Prefect worker ignores a single SIGTERM; SIGINT stops it cleanly.
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

@@ -1,0 +1,71 @@
+"""Every timing type becomes the Prefect schedule that fires at the right local wall-clock times."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
+from pydantic import TypeAdapter
+
+from deployments.prefect_schedules import from_prefect_schedule, to_prefect_schedule
+from deployments.spec import Timing
+
+timing = TypeAdapter(Timing).validate_python
+PARIS = ZoneInfo("Europe/Paris")
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"type": "cron", "cron": "0 */6 * * *", "timezone": "Europe/Paris"}, CronSchedule(cron="0 */6 * * *", timezone="Europe/Paris")),
+        ({"type": "daily", "at": "07:05", "timezone": "Asia/Tokyo"}, CronSchedule(cron="5 7 * * *", timezone="Asia/Tokyo")),
+        ({"type": "weekly", "days": ["thu", "Mon"], "at": "07:30", "timezone": "America/New_York"}, CronSchedule(cron="30 7 * * mon,thu", timezone="America/New_York")),
+        ({"type": "rrule", "rrule": "FREQ=WEEKLY;BYDAY=MO;BYHOUR=9;BYMINUTE=0", "timezone": "UTC"}, RRuleSchedule(rrule="FREQ=WEEKLY;BYDAY=MO;BYHOUR=9;BYMINUTE=0", timezone="UTC")),
+    ],
+)
+def test_timing_maps_to_the_prefect_schedule(spec, expected):
+    assert to_prefect_schedule(timing(spec)) == expected
+
+
+def test_interval_has_a_stable_anchor_in_its_zone():
+    schedule = to_prefect_schedule(timing({"type": "interval", "every_minutes": 15, "timezone": "Europe/Paris"}))
+    assert isinstance(schedule, IntervalSchedule)
+    assert schedule.interval == timedelta(minutes=15)
+    assert schedule.anchor_date == datetime(2020, 1, 1, tzinfo=PARIS)
+
+
+def test_manual_has_no_schedule_and_once_a_single_occurrence():
+    assert to_prefect_schedule(timing({"type": "manual"})) is None
+    once = to_prefect_schedule(timing({"type": "once", "at": "2031-03-30T10:30:00", "timezone": "Europe/Paris"}))
+    assert isinstance(once, RRuleSchedule)
+    assert list(once.to_rrule()) == [datetime(2031, 3, 30, 10, 30, tzinfo=PARIS)]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"type": "cron", "cron": "15 4 * * 1-5", "timezone": "Europe/Paris"},
+        {"type": "daily", "at": "09:00", "timezone": "Europe/Paris"},
+        {"type": "weekly", "days": ["sun"], "at": "23:45", "timezone": "Australia/Sydney"},
+        {"type": "interval", "every_seconds": 90.0, "timezone": "UTC", "anchor": "2024-01-01T00:00:00Z"},
+        {"type": "rrule", "rrule": "FREQ=DAILY;BYHOUR=6", "timezone": "UTC"},
+        {"type": "manual"},
+    ],
+)
+def test_prefect_schedule_reads_back_as_the_same_timing(spec):
+    parsed = timing(spec)
+    assert from_prefect_schedule(parsed.type, to_prefect_schedule(parsed)) == parsed
+
+
+def test_a_cron_edited_in_the_ui_reads_back_as_cron():
+    edited = CronSchedule(cron="*/5 * * * *", timezone="UTC")
+    assert from_prefect_schedule("daily", edited) == timing({"type": "cron", "cron": "*/5 * * * *"})
+
+
+def test_once_reads_back_as_its_instant():
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+    parsed = timing({"type": "once", "at": at.isoformat(), "timezone": "Europe/Paris"})
+    back = from_prefect_schedule("once", to_prefect_schedule(parsed))
+    assert back.type == "once" and back.when == at
