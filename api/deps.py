@@ -43,9 +43,11 @@ PrefectClientDep = Annotated[PrefectClient, Depends(get_prefect_client)]
 
 
 def get_schedule_service(
-    client: PrefectClientDep, engine: EngineDep, settings: SettingsDep
+    request: Request, client: PrefectClientDep, engine: EngineDep, settings: SettingsDep
 ) -> ScheduleService:
-    return ScheduleService(client, engine, settings.work_pool_name)
+    return ScheduleService(
+        client, engine, settings.work_pool_name, writes=request.app.state.prefect_writes
+    )
 
 
 ScheduleServiceDep = Annotated[ScheduleService, Depends(get_schedule_service)]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from prefect import get_client
+from prefect.exceptions import PrefectHTTPStatusError
 from sqlalchemy.engine import Engine
 
 from api.deps import require_api_key
@@ -22,6 +24,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = engine or get_engine()
+        app.state.prefect_writes = asyncio.Semaphore(4)
         async with get_client() as client:
             app.state.prefect_client = client
             yield
@@ -49,6 +52,18 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     @app.exception_handler(ScheduleExists)
     async def _exists(_request: Request, exc: ScheduleExists) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(PrefectHTTPStatusError)
+    async def _prefect_unavailable(_request: Request, exc: PrefectHTTPStatusError) -> JSONResponse:
+        # Prefect answered with an error we did not expect: say so, and that it may pass.
+        code = exc.response.status_code
+        return JSONResponse(
+            {"detail": f"Prefect API answered {code}; try again"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE
+            if code >= 500
+            else status.HTTP_502_BAD_GATEWAY,
+            headers={"Retry-After": "5"},
+        )
 
     return app
 

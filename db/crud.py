@@ -48,7 +48,7 @@ def upsert_rows(
         )
         if dialect_insert is None:
             raise NotImplementedError(f"upsert is not supported on {conn.dialect.name}")
-        ins = dialect_insert(table)
+        ins: Any = dialect_insert(table)
         updated = [c for c in rows[0] if c not in key_columns and c in table.c]
         stmt = (
             ins.on_conflict_do_update(

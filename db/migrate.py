@@ -18,7 +18,8 @@ def alembic_config(url: str | None = None) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolation: a literal % in a password must be doubled.
     config.set_main_option(
-        "sqlalchemy.url", normalise_database_url(url or get_settings().database_url).replace("%", "%%")
+        "sqlalchemy.url",
+        normalise_database_url(url or get_settings().database_url).replace("%", "%%"),
     )
     return config
 

@@ -19,7 +19,7 @@ def utcnow() -> datetime:
 
 
 def _aware(**kwargs: Any) -> Any:
-    return Field(sa_type=sa.DateTime(timezone=True), **kwargs)  # type: ignore[call-overload]
+    return Field(sa_type=sa.DateTime(timezone=True), **kwargs)
 
 
 class ApiRecordBase(SQLModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import sqlalchemy as sa
@@ -37,24 +37,40 @@ def table_errors(engine: Engine, params: ApiCallParameters) -> FieldErrors:
         inspector = sa.inspect(conn)
         if not inspector.has_table(dest.table):
             where = f"database of block {dest.block!r}" if dest.block else "our database"
-            return [error(("destination", "table"), f"table {dest.table!r} does not exist in {where}")]
+            return [
+                error(("destination", "table"), f"table {dest.table!r} does not exist in {where}")
+            ]
         if dest.is_api_records:
             return []
         if dest.block is None and dest.table in INTERNAL_TABLES:
-            return [error(("destination", "table"), f"{dest.table!r} is internal, not a destination")]
+            return [
+                error(("destination", "table"), f"{dest.table!r} is internal, not a destination")
+            ]
         columns = {c["name"] for c in inspector.get_columns(dest.table)}
         errors: FieldErrors = []
         if not params.extract.fields:
-            errors.append(error(("extract", "fields"), f"map the columns of {dest.table!r} to expressions"))
+            errors.append(
+                error(("extract", "fields"), f"map the columns of {dest.table!r} to expressions")
+            )
         missing = sorted(set(params.extract.fields) - columns)
         if missing:
-            errors.append(error(("extract", "fields"), f"columns not in {dest.table!r}: {', '.join(missing)}"))
+            errors.append(
+                error(("extract", "fields"), f"columns not in {dest.table!r}: {', '.join(missing)}")
+            )
         if dest.key_columns:
             if not_mapped := sorted(set(dest.key_columns) - set(params.extract.fields)):
-                errors.append(error(("destination", "key_columns"), f"not among extract.fields: {', '.join(not_mapped)}"))
+                errors.append(
+                    error(
+                        ("destination", "key_columns"),
+                        f"not among extract.fields: {', '.join(not_mapped)}",
+                    )
+                )
             elif set(dest.key_columns) not in _unique_column_sets(inspector, dest.table):
                 errors.append(
-                    error(("destination", "key_columns"), f"{dest.table!r} has no unique key on exactly these columns")
+                    error(
+                        ("destination", "key_columns"),
+                        f"{dest.table!r} has no unique key on exactly these columns",
+                    )
                 )
         return errors
 
@@ -66,13 +82,21 @@ async def check_destination(params: ApiCallParameters) -> FieldErrors:
         from blocks.destination import Destination
 
         try:
-            engine = (await Destination.aload(params.destination.block)).engine()
+            block = cast(Destination, await Destination.aload(params.destination.block))
+            engine = block.engine()
         except (ValueError, ObjectNotFound):
-            return [error(("destination", "block"), f"no Destination block named {params.destination.block!r}")]
+            return [
+                error(
+                    ("destination", "block"),
+                    f"no Destination block named {params.destination.block!r}",
+                )
+            ]
     try:
         return await anyio.to_thread.run_sync(table_errors, engine, params)
     except sa.exc.SQLAlchemyError as exc:
-        return [error(("destination",), f"cannot read the destination database: {type(exc).__name__}")]
+        return [
+            error(("destination",), f"cannot read the destination database: {type(exc).__name__}")
+        ]
 
 
 async def check_secret_headers(params: ApiCallParameters) -> FieldErrors:

@@ -1,8 +1,9 @@
-"""Pure schedule maths: a spec's timing as Prefect schedule objects, and Prefect's schedules back."""
+"""Pure schedule maths: a spec's timing as Prefect schedules, and Prefect's schedules back."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -31,7 +32,7 @@ def daily_cron(at: str) -> str:
     return f"{minute} {hour} * * *"
 
 
-def weekly_cron(days: list[str], at: str) -> str:
+def weekly_cron(days: Sequence[str], at: str) -> str:
     ordered = [d for d in WEEKDAYS if d in set(days)]
     return daily_cron(at)[:-1] + ",".join(ordered)
 
@@ -58,7 +59,9 @@ def to_prefect_schedule(timing: Timing) -> PrefectSchedule | None:
         case IntervalTiming():
             # A fixed default anchor keeps runs on round clock times and stable across updates.
             anchor = timing.anchor or datetime(2020, 1, 1, tzinfo=ZoneInfo(timing.timezone))
-            return IntervalSchedule(interval=timing.period, anchor_date=anchor, timezone=timing.timezone)
+            return IntervalSchedule(
+                interval=timing.period, anchor_date=anchor, timezone=timing.timezone
+            )
         case RRuleTiming():
             return RRuleSchedule(rrule=timing.rrule, timezone=timing.timezone)
         case OnceTiming():
@@ -83,14 +86,16 @@ def from_prefect_schedule(kind: str | None, schedule: PrefectSchedule | None) ->
                 return DailyTiming(at=f"{int(m[2]):02d}:{int(m[1]):02d}", timezone=tz)
             if kind == "weekly" and (m := _WEEKLY_CRON.match(cron)):
                 days = [d for d in m[3].split(",") if d in WEEKDAYS]
-                return WeeklyTiming(days=days, at=f"{int(m[2]):02d}:{int(m[1]):02d}", timezone=tz)  # type: ignore[arg-type]
+                return WeeklyTiming(days=days, at=f"{int(m[2]):02d}:{int(m[1]):02d}", timezone=tz)
             return CronTiming(cron=cron, timezone=tz)
         case IntervalSchedule(interval=interval, anchor_date=anchor):
-            return IntervalTiming(every_seconds=interval.total_seconds(), anchor=anchor, timezone=tz)
+            return IntervalTiming(
+                every_seconds=interval.total_seconds(), anchor=anchor, timezone=tz
+            )
         case RRuleSchedule(rrule=rule):
             if kind == "once" and "COUNT=1" in rule:
                 start = schedule.to_rrule()
-                first = next(iter(start), None)  # type: ignore[call-overload]
+                first = next(iter(start), None)
                 if first is not None:
                     return OnceTiming.model_construct(at=first.astimezone(UTC), timezone=tz)
             return RRuleTiming(rrule=rule, timezone=tz)

@@ -7,6 +7,7 @@ schedule, so what operators change in the UI or CLI is what this service reports
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import uuid
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from prefect.client.schemas.objects import (
     StateType,
 )
 from prefect.client.schemas.responses import DeploymentResponse
+from prefect.client.schemas.schedules import NoSchedule
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
@@ -44,7 +46,7 @@ from db.crud import get_run_outcomes, outcome_totals
 from db.models import RunOutcome
 from deployments.pipelines import FLOW_TO_PIPELINE, PIPELINES, Pipeline
 from deployments.prefect_schedules import from_prefect_schedule, to_prefect_schedule
-from deployments.spec import ScheduleSpec, SchedulePatch, SpecSettings, Timing
+from deployments.spec import SchedulePatch, ScheduleSpec, SpecSettings, Timing
 
 # Prefect reads flow-level retry defaults from these when the flow decorator sets none;
 # a deployment passes them to its runs through the process worker's `env` job variable.
@@ -52,8 +54,13 @@ RETRIES_ENV = "PREFECT_FLOWS_DEFAULT_RETRIES"
 RETRY_DELAY_ENV = "PREFECT_FLOWS_DEFAULT_RETRY_DELAY_SECONDS"
 # Prefect's list endpoints return at most this many items per call.
 PREFECT_PAGE = 200
-FINISHED = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
-NOT_SCHEDULED = [t for t in StateType if t != StateType.SCHEDULED]
+FINISHED: list[StateType] = [
+    StateType.COMPLETED,
+    StateType.FAILED,
+    StateType.CRASHED,
+    StateType.CANCELLED,
+]
+NOT_SCHEDULED: list[StateType] = [t for t in StateType if t != StateType.SCHEDULED]
 STATS_WINDOW = 1000
 
 
@@ -207,10 +214,19 @@ def _env(spec: SpecSettings) -> dict[str, str]:
 class ScheduleService:
     """Schedules over one Prefect client and our database (for run outcomes)."""
 
-    def __init__(self, client: PrefectClient, engine: Engine, work_pool_name: str):
+    def __init__(
+        self,
+        client: PrefectClient,
+        engine: Engine,
+        work_pool_name: str,
+        writes: asyncio.Semaphore | None = None,
+    ):
         self.client = client
         self.engine = engine
         self.work_pool_name = work_pool_name
+        # Bounds our concurrent writes to Prefect: a burst of run-now requests otherwise
+        # meets a SQLite-backed Prefect server mid-lock and gets 503s back.
+        self.writes = writes or asyncio.Semaphore(4)
 
     # -- validation -------------------------------------------------------------------------
 
@@ -255,6 +271,9 @@ class ScheduleService:
 
     def _view(self, deployment: DeploymentResponse, pipeline: Pipeline) -> ScheduleView:
         schedule = deployment.schedules[0] if deployment.schedules else None
+        prefect_schedule = schedule.schedule if schedule else None
+        if isinstance(prefect_schedule, NoSchedule):
+            prefect_schedule = None
         env = (deployment.job_variables or {}).get("env") or {}
         options = deployment.concurrency_options
         return ScheduleView(
@@ -262,9 +281,7 @@ class ScheduleService:
             pipeline=pipeline.name,
             deployment_id=deployment.id,
             description=deployment.description or "",
-            timing=from_prefect_schedule(
-                schedule.slug if schedule else None, schedule.schedule if schedule else None
-            ),
+            timing=from_prefect_schedule(schedule.slug if schedule else None, prefect_schedule),
             parameters=deployment.parameters,
             paused=deployment.paused,
             tags=[t for t in deployment.tags if t != pipeline.tag],
@@ -282,8 +299,16 @@ class ScheduleService:
         return ScheduleSpec.model_construct(
             **view.model_dump(
                 include={
-                    "name", "pipeline", "description", "parameters", "paused", "tags", "retries",
-                    "retry_delay_seconds", "concurrency_limit", "collision",
+                    "name",
+                    "pipeline",
+                    "description",
+                    "parameters",
+                    "paused",
+                    "tags",
+                    "retries",
+                    "retry_delay_seconds",
+                    "concurrency_limit",
+                    "collision",
                 }
             ),
             timing=view.timing,
@@ -299,7 +324,9 @@ class ScheduleService:
     ) -> list[FlowRun]:
         return await self.client.read_flow_runs(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=deployment_ids)),
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))
+            ),
             sort=sort,
             limit=limit,
             offset=offset,
@@ -314,7 +341,9 @@ class ScheduleService:
         deployment, pipeline = await self._get(name)
         view = self._view(deployment, pipeline)
         upcoming, last = await asyncio.gather(
-            self._runs([deployment.id], [StateType.SCHEDULED], FlowRunSort.EXPECTED_START_TIME_ASC, 5),
+            self._runs(
+                [deployment.id], [StateType.SCHEDULED], FlowRunSort.EXPECTED_START_TIME_ASC, 5
+            ),
             self._runs([deployment.id], NOT_SCHEDULED, FlowRunSort.EXPECTED_START_TIME_DESC, 1),
         )
         view.next_runs = [r.expected_start_time for r in upcoming if r.expected_start_time]
@@ -322,7 +351,7 @@ class ScheduleService:
             view.last_run = run_view(last[0], name, self._outcomes(last).get(last[0].id))
         return view
 
-    async def list(
+    async def list_schedules(
         self,
         *,
         pipeline: str | None = None,
@@ -347,7 +376,8 @@ class ScheduleService:
         }
         page, count = await asyncio.gather(
             self.client.request(
-                "POST", "/deployments/filter",
+                "POST",
+                "/deployments/filter",
                 json={**body, "limit": limit, "offset": offset, "sort": "NAME_ASC"},
             ),
             self.client.request("POST", "/deployments/count", json=body),
@@ -356,8 +386,10 @@ class ScheduleService:
         views = [self._view(d, self._pipeline_of(d)) for d in deployments]
         if deployments:
             upcoming = await self._runs(
-                [d.id for d in deployments], [StateType.SCHEDULED],
-                FlowRunSort.EXPECTED_START_TIME_ASC, PREFECT_PAGE,
+                [d.id for d in deployments],
+                [StateType.SCHEDULED],
+                FlowRunSort.EXPECTED_START_TIME_ASC,
+                PREFECT_PAGE,
             )
             by_id = {v.deployment_id: v for v in views}
             for run in upcoming:
@@ -396,28 +428,29 @@ class ScheduleService:
             if schedule is not None
             else []
         )
-        flow_id = await self.client.create_flow_from_name(pipeline.flow_name)
         # Prefect's create is an upsert on (flow, name): an update replaces the schedule and
         # its future auto-scheduled runs, and keeps `paused` unless we pass it.
-        return await self.client.create_deployment(
-            flow_id=flow_id,
-            name=spec.name,
-            description=spec.description,
-            entrypoint=pipeline.entrypoint,
-            work_pool_name=self.work_pool_name,
-            parameters=params.model_dump(mode="json", exclude_none=True),
-            parameter_openapi_schema=_parameter_schema(pipeline),
-            schedules=schedules,
-            tags=sorted({*spec.tags, pipeline.tag}),
-            paused=paused,
-            concurrency_limit=spec.concurrency_limit,
-            concurrency_options=ConcurrencyOptions(
-                collision_strategy=ConcurrencyLimitStrategy(spec.collision.upper())
+        async with self.writes:
+            flow_id = await self.client.create_flow_from_name(pipeline.flow_name)
+            return await self.client.create_deployment(
+                flow_id=flow_id,
+                name=spec.name,
+                description=spec.description,
+                entrypoint=pipeline.entrypoint,
+                work_pool_name=self.work_pool_name,
+                parameters=params.model_dump(mode="json", exclude_none=True),
+                parameter_openapi_schema=_parameter_schema(pipeline),
+                schedules=schedules,
+                tags=sorted({*spec.tags, pipeline.tag}),
+                paused=paused,
+                concurrency_limit=spec.concurrency_limit,
+                concurrency_options=ConcurrencyOptions(
+                    collision_strategy=ConcurrencyLimitStrategy(spec.collision.upper())
+                )
+                if spec.concurrency_limit
+                else None,
+                job_variables={"env": _env(spec)},
             )
-            if spec.concurrency_limit
-            else None,
-            job_variables={"env": _env(spec)},
-        )
 
     async def pause(self, name: str) -> ScheduleView:
         """Pause: Prefect stops scheduling and deletes the future scheduled runs. Idempotent."""
@@ -439,12 +472,13 @@ class ScheduleService:
             params = pipeline.parameters.model_validate(merged)
         except ValidationError as exc:
             raise SpecError(_prefix(exc.errors(), "parameters")) from None
-        run = await self.client.create_flow_run_from_deployment(
-            deployment.id,
-            parameters=params.model_dump(mode="json", exclude_none=True),
-            state=Scheduled(),
-            tags=["trigger:manual"],
-        )
+        async with self.writes:
+            run = await self.client.create_flow_run_from_deployment(
+                deployment.id,
+                parameters=params.model_dump(mode="json", exclude_none=True),
+                state=Scheduled(),
+                tags=["trigger:manual"],
+            )
         return run.id
 
     async def delete(self, name: str) -> None:
@@ -463,13 +497,18 @@ class ScheduleService:
         """Run history newest first (scheduled-but-not-started runs only when asked for)."""
         deployment, _ = await self._get(name)
         states = [StateType(state.upper())] if state else NOT_SCHEDULED
-        run_filter = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states)))
+        run_filter = FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))
+        )
         dep_filter = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
         page: list[FlowRun] = []
         while len(page) < limit:
             chunk = await self._runs(
-                [deployment.id], states, FlowRunSort.EXPECTED_START_TIME_DESC,
-                min(PREFECT_PAGE, limit - len(page)), offset + len(page),
+                [deployment.id],
+                states,
+                FlowRunSort.EXPECTED_START_TIME_DESC,
+                min(PREFECT_PAGE, limit - len(page)),
+                offset + len(page),
             )
             page += chunk
             if len(chunk) < PREFECT_PAGE:
@@ -484,10 +523,8 @@ class ScheduleService:
         run = await self.client.read_flow_run(flow_run_id)
         schedule = None
         if run.deployment_id:
-            try:
+            with contextlib.suppress(ObjectNotFound):
                 schedule = (await self.client.read_deployment(run.deployment_id)).name
-            except ObjectNotFound:
-                pass
         return run_view(run, schedule, self._outcomes([run]).get(run.id))
 
     async def stats(self, name: str) -> ScheduleStats:
@@ -508,8 +545,11 @@ class ScheduleService:
         finished: list[FlowRun] = []
         while len(finished) < STATS_WINDOW:
             chunk = await self._runs(
-                [deployment.id], FINISHED, FlowRunSort.EXPECTED_START_TIME_DESC,
-                PREFECT_PAGE, len(finished),
+                [deployment.id],
+                FINISHED,
+                FlowRunSort.EXPECTED_START_TIME_DESC,
+                PREFECT_PAGE,
+                len(finished),
             )
             finished += chunk
             if len(chunk) < PREFECT_PAGE:
@@ -527,7 +567,9 @@ class ScheduleService:
             success_rate=by_state.get("COMPLETED", 0) / done if done else None,
             mean_duration_seconds=sum(durations) / len(durations) if durations else None,
             p95_duration_seconds=percentile(durations, 95),
-            last_run_at=finished[0].start_time or finished[0].expected_start_time if finished else None,
+            last_run_at=finished[0].start_time or finished[0].expected_start_time
+            if finished
+            else None,
             next_run_at=upcoming[0].expected_start_time if upcoming else None,
             **items,
         )

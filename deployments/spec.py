@@ -30,7 +30,9 @@ def check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)")
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)"
+        ) from None
     return value
 
 
@@ -38,7 +40,9 @@ def check_cron(value: str) -> str:
     """A standard 5-field cron expression."""
     value = " ".join(value.split())
     if len(value.split(" ")) != 5:
-        raise ValueError(f"{value!r} is not a 5-field cron expression (minute hour day month weekday)")
+        raise ValueError(
+            f"{value!r} is not a 5-field cron expression (minute hour day month weekday)"
+        )
     try:
         return validate_cron_string(value)
     except ValueError as exc:
@@ -108,7 +112,11 @@ class WeeklyTiming(_Strict):
     @field_validator("days", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
-        return [d.lower()[:3] if isinstance(d, str) else d for d in value] if isinstance(value, list) else value
+        return (
+            [d.lower()[:3] if isinstance(d, str) else d for d in value]
+            if isinstance(value, list)
+            else value
+        )
 
 
 class RRuleTiming(_Strict):
@@ -148,7 +156,13 @@ class ManualTiming(_Strict):
 
 
 Timing = Annotated[
-    CronTiming | IntervalTiming | DailyTiming | WeeklyTiming | RRuleTiming | OnceTiming | ManualTiming,
+    CronTiming
+    | IntervalTiming
+    | DailyTiming
+    | WeeklyTiming
+    | RRuleTiming
+    | OnceTiming
+    | ManualTiming,
     Field(discriminator="type"),
 ]
 

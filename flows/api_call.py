@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from prefect import flow, task
@@ -102,7 +102,8 @@ async def load_secret_headers(name: str | None) -> dict[str, str]:
     """Credential headers from a Secret block holding a JSON object (never logged)."""
     if not name:
         return {}
-    value = (await Secret.aload(name)).get()
+    secret = cast(Secret[Any], await Secret.aload(name))
+    value = secret.get()
     if isinstance(value, str):
         value = json.loads(value)
     if not isinstance(value, dict):
@@ -116,7 +117,7 @@ async def destination_engine(destination: DestinationSpec) -> Engine:
         return get_engine()
     from blocks.destination import Destination
 
-    block = await Destination.aload(destination.block)
+    block = cast(Destination, await Destination.aload(destination.block))
     return block.engine()
 
 
@@ -146,7 +147,10 @@ async def api_call(
             document = await fetch(client, request)
         extracted = extract_items(quote(document), extract)
         target = await destination_engine(destination)
-        stored = store_records(target, quote(extracted), destination, schedule, run_id)
+        # quote(): Prefect need not walk every record looking for futures.
+        stored = store_records(
+            target, cast(Extracted, quote(extracted)), destination, schedule, run_id
+        )
         outcome.items_processed = len(extracted.records) + len(extracted.failures)
         outcome.items_succeeded = stored
         outcome.items_failed = len(extracted.failures)

@@ -1,4 +1,4 @@
-"""HTTP helpers shared by pipelines: which failures are worth a retry, and how to say what failed."""
+"""HTTP helpers for pipelines: which failures deserve a retry, and how to say what failed."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def raise_for_status(response: httpx.Response) -> None:
     if response.is_success:
         return
     request = response.request
-    message = f"HTTP {response.status_code} {response.reason_phrase} from {request.method} {request.url}"
+    message = (
+        f"HTTP {response.status_code} {response.reason_phrase} from {request.method} {request.url}"
+    )
     raise httpx.HTTPStatusError(message, request=request, response=response)
 
 

@@ -126,11 +126,23 @@ def work_pool(prefect_api_url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def worker(prefect_api_url: str, work_pool: str, sqlite_engine: Engine, tmp_root: Path) -> Iterator[subprocess.Popen[bytes]]:
+def worker(
+    prefect_api_url: str, work_pool: str, sqlite_engine: Engine, tmp_root: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """A real `prefect worker` polling the pool every second (flows write to the session DB)."""
     log = open(tmp_root / "worker.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", work_pool, "--type", "process"],
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "worker",
+            "start",
+            "--pool",
+            work_pool,
+            "--type",
+            "process",
+        ],
         env=prefect_env(prefect_api_url, PREFECT_WORKER_QUERY_SECONDS="1"),
         stdout=log,
         stderr=subprocess.STDOUT,

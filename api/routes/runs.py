@@ -19,4 +19,6 @@ async def read_run(flow_run_id: uuid.UUID, service: ScheduleServiceDep) -> RunVi
     try:
         return await service.get_run(flow_run_id)
     except ObjectNotFound:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"flow run {flow_run_id} not found") from None
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"flow run {flow_run_id} not found"
+        ) from None

@@ -15,8 +15,15 @@ from deployments.spec import SchedulePatch, ScheduleSpec
 router = APIRouter(prefix="/api/schedules", tags=["schedules"])
 
 StateFilter = Literal[
-    "SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "CRASHED",
-    "PAUSED", "CANCELLING",
+    "SCHEDULED",
+    "PENDING",
+    "RUNNING",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "CRASHED",
+    "PAUSED",
+    "CANCELLING",
 ]
 
 
@@ -59,7 +66,7 @@ async def list_schedules(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> SchedulesPublic:
     """A page of schedules by name, with the total for the filter."""
-    views, count = await service.list(
+    views, count = await service.list_schedules(
         pipeline=pipeline, paused=paused, tag=tag, limit=_limit(settings, limit), offset=offset
     )
     return SchedulesPublic(data=views, count=count)
@@ -117,7 +124,9 @@ async def list_schedule_runs(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> RunsPublic:
     """Run history, newest first, each with its outcome."""
-    runs, count = await service.runs(name, state=state, limit=_limit(settings, limit), offset=offset)
+    runs, count = await service.runs(
+        name, state=state, limit=_limit(settings, limit), offset=offset
+    )
     return RunsPublic(data=runs, count=count)
 
 

@@ -32,7 +32,9 @@ def wait_for_run(api: TestClient, run_id: str, timeout: float = 120) -> dict[str
     raise AssertionError(f"run {run_id} did not finish in {timeout}s: {run}")
 
 
-def api_call_spec(name: str, base_url: str, path: str = "/prices", **overrides: Any) -> dict[str, Any]:
+def api_call_spec(
+    name: str, base_url: str, path: str = "/prices", **overrides: Any
+) -> dict[str, Any]:
     """An api_call schedule for a source on 127.0.0.1, with quick retries."""
     spec: dict[str, Any] = {
         "name": name,
@@ -41,7 +43,11 @@ def api_call_spec(name: str, base_url: str, path: str = "/prices", **overrides: 
         "parameters": {
             "source": {"base_url": base_url},
             "request": {"path": path, "retries": 3, "backoff_seconds": 0.2, "timeout_seconds": 5},
-            "extract": {"root": "data[]", "fields": {"symbol": "symbol", "usd": "quote.usd"}, "key": "symbol"},
+            "extract": {
+                "root": "data[]",
+                "fields": {"symbol": "symbol", "usd": "quote.usd"},
+                "key": "symbol",
+            },
         },
     }
     spec.update(overrides)

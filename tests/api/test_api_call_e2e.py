@@ -1,4 +1,4 @@
-"""api_call end to end: HTTP API -> Prefect deployment -> worker -> source on 127.0.0.1 -> records."""
+"""api_call end to end: HTTP API -> deployment -> worker -> source on 127.0.0.1 -> records."""
 
 from __future__ import annotations
 
@@ -58,14 +58,21 @@ def test_create_run_and_read_records_then_rerun_without_duplicates(api, worker, 
 
 def test_run_now_parameters_override_the_schedule_for_one_run(api, worker, source):
     source.route("/other", Reply(200, {"data": [{"symbol": "DOGE", "quote": {"usd": 0.1}}]}))
-    assert api.post("/api/schedules", json=api_call_spec("e2e-override", source.url)).status_code == 201
+    assert (
+        api.post("/api/schedules", json=api_call_spec("e2e-override", source.url)).status_code
+        == 201
+    )
     started = api.post(
         "/api/schedules/e2e-override/run", json={"parameters": {"request": {"path": "/other"}}}
     )
     run = wait_for_run(api, started.json()["flow_run_id"])
     assert run["state_type"] == "COMPLETED", run
-    assert [r["key"] for r in api.get("/api/records?schedule=e2e-override").json()["data"]] == ["DOGE"]
-    assert api.get("/api/schedules/e2e-override").json()["parameters"]["request"]["path"] == "/prices"
+    assert [r["key"] for r in api.get("/api/records?schedule=e2e-override").json()["data"]] == [
+        "DOGE"
+    ]
+    assert (
+        api.get("/api/schedules/e2e-override").json()["parameters"]["request"]["path"] == "/prices"
+    )
 
 
 def test_pause_and_resume_show_in_prefect_and_the_cli_runs_an_api_schedule(
@@ -95,16 +102,26 @@ def test_pause_and_resume_show_in_prefect_and_the_cli_runs_an_api_schedule(
 
 def test_a_source_failing_twice_with_503_then_answering_stores_once(api, worker, source):
     source.route("/flaky", Reply(503, {"e": 1}), Reply(503, {"e": 2}), Reply(200, PRICES))
-    assert api.post("/api/schedules", json=api_call_spec("e2e-flaky", source.url, "/flaky")).status_code == 201
+    assert (
+        api.post(
+            "/api/schedules", json=api_call_spec("e2e-flaky", source.url, "/flaky")
+        ).status_code
+        == 201
+    )
     run = wait_for_run(api, api.post("/api/schedules/e2e-flaky/run").json()["flow_run_id"])
     assert run["state_type"] == "COMPLETED", run
     assert source.hits["/flaky"] == 3
     assert api.get("/api/records?schedule=e2e-flaky").json()["count"] == 3
 
 
-def test_a_source_answering_404_fails_the_run_with_the_status_and_stores_nothing(api, worker, source):
+def test_a_source_answering_404_fails_the_run_with_the_status_and_stores_nothing(
+    api, worker, source
+):
     source.route("/gone", Reply(404, {"error": "not found"}))
-    assert api.post("/api/schedules", json=api_call_spec("e2e-404", source.url, "/gone")).status_code == 201
+    assert (
+        api.post("/api/schedules", json=api_call_spec("e2e-404", source.url, "/gone")).status_code
+        == 201
+    )
     run = wait_for_run(api, api.post("/api/schedules/e2e-404/run").json()["flow_run_id"])
     assert run["state_type"] == "FAILED"
     assert source.hits["/gone"] == 1  # no retry on a 4xx
@@ -115,7 +132,9 @@ def test_a_source_answering_404_fails_the_run_with_the_status_and_stores_nothing
 
 def test_delete_removes_the_deployment_but_keeps_records(api, worker, source):
     source.route("/prices", Reply(200, PRICES))
-    assert api.post("/api/schedules", json=api_call_spec("e2e-delete", source.url)).status_code == 201
+    assert (
+        api.post("/api/schedules", json=api_call_spec("e2e-delete", source.url)).status_code == 201
+    )
     wait_for_run(api, api.post("/api/schedules/e2e-delete/run").json()["flow_run_id"])
     assert api.delete("/api/schedules/e2e-delete").status_code == 204
     assert api.get("/api/schedules/e2e-delete").status_code == 404

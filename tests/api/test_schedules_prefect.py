@@ -3,6 +3,7 @@ and every invalid spec is refused with 422 naming the field while Prefect gains 
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -18,7 +19,7 @@ DST_END = datetime(2027, 3, 31, tzinfo=PARIS)
 
 
 def plan_runs(api_url: str, deployment_id: str, start: datetime, end: datetime) -> None:
-    """Ask Prefect's scheduler to plan the runs of a window (the test server runs no scheduler loop)."""
+    """Have Prefect plan the runs of a window (the test server runs no scheduler loop)."""
     response = httpx.post(
         f"{api_url}/deployments/{deployment_id}/schedule",
         json={
@@ -59,7 +60,9 @@ def deployment_count(api_url: str) -> int:
         ({"type": "rrule", "rrule": "FREQ=DAILY;BYHOUR=9;BYMINUTE=30"}, ["09:30"] * 6),
     ],
 )
-def test_runs_keep_their_local_wall_clock_time_across_dst(api, prefect_api_url, timing, local_times):
+def test_runs_keep_their_local_wall_clock_time_across_dst(
+    api, prefect_api_url, timing, local_times
+):
     name = f"dst-{timing['type']}"
     spec = api_call_spec(name, "https://example.com", timing={**timing, "timezone": "Europe/Paris"})
     created = api.post("/api/schedules", json=spec)
@@ -74,18 +77,20 @@ def test_runs_keep_their_local_wall_clock_time_across_dst(api, prefect_api_url, 
 
 
 def test_interval_plans_runs_every_period(api, prefect_api_url):
-    spec = api_call_spec("every-90s", "https://example.com", timing={"type": "interval", "every_seconds": 90})
+    spec = api_call_spec(
+        "every-90s", "https://example.com", timing={"type": "interval", "every_seconds": 90}
+    )
     deployment_id = api.post("/api/schedules", json=spec).json()["deployment_id"]
     start = datetime(2027, 1, 1, tzinfo=UTC)
     plan_runs(prefect_api_url, deployment_id, start, start + timedelta(minutes=6))
     runs = planned_runs(prefect_api_url, deployment_id)[:4]
-    assert [(b - a).total_seconds() for a, b in zip(runs, runs[1:], strict=False)] == [90.0] * 3
+    assert [(b - a).total_seconds() for a, b in itertools.pairwise(runs)] == [90.0] * 3
 
 
 def test_manual_has_no_planned_runs(api, prefect_api_url):
-    deployment_id = api.post("/api/schedules", json=api_call_spec("manual-only", "https://example.com")).json()[
-        "deployment_id"
-    ]
+    deployment_id = api.post(
+        "/api/schedules", json=api_call_spec("manual-only", "https://example.com")
+    ).json()["deployment_id"]
     plan_runs(prefect_api_url, deployment_id, DST_START, DST_END)
     assert planned_runs(prefect_api_url, deployment_id) == []
     assert api.get("/api/schedules/manual-only").json()["next_runs"] == []
@@ -103,7 +108,9 @@ def test_once_runs_once_at_its_time(api, worker, prefect_api_url):
         assert created.status_code == 201, created.text
         deployment_id = created.json()["deployment_id"]
         for _ in range(2):  # planning twice must not add a second run
-            plan_runs(prefect_api_url, deployment_id, at - timedelta(hours=1), at + timedelta(days=400))
+            plan_runs(
+                prefect_api_url, deployment_id, at - timedelta(hours=1), at + timedelta(days=400)
+            )
         runs = api.get("/api/schedules/run-once/runs", params={"state": "SCHEDULED"}).json()
         assert runs["count"] == 1
         assert datetime.fromisoformat(runs["data"][0]["expected_start_time"]) == at
@@ -128,23 +135,76 @@ PAST = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
         ({"timing": {"type": "weekly", "days": [], "at": "07:00"}}, "days"),
         ({"parameters": {"source": {"base_url": "ftp://example.com"}}}, "base_url"),
         ({"parameters": {"source": {"base_url": "file:///etc/passwd"}}}, "base_url"),
-        ({"parameters": {"source": {"base_url": "https://x.io"}, "extract": {"root": "data[["}}}, "root"),
-        ({"parameters": {"source": {"base_url": "https://x.io"}, "extract": {"fields": {"a": "b.["}}}}, "fields"),
-        ({"parameters": {"source": {"base_url": "https://x.io"}, "destination": {"table": "drop table;"}}}, "table"),
-        ({"parameters": {"source": {"base_url": "https://x.io"}, "destination": {"table": "no_such_table"}}}, "table"),
-        ({"parameters": {"source": {"base_url": "https://x.io"}, "destination": {"table": "run_outcomes"}}}, "table"),
-        ({"parameters": {"source": {"base_url": "https://x.io", "headers": {"Authorization": "Bearer x"}}}}, "headers"),
-        ({"parameters": {"source": {"base_url": "https://x.io", "headers_secret": "missing-secret"}}}, "headers_secret"),
+        (
+            {"parameters": {"source": {"base_url": "https://x.io"}, "extract": {"root": "data[["}}},
+            "root",
+        ),
+        (
+            {
+                "parameters": {
+                    "source": {"base_url": "https://x.io"},
+                    "extract": {"fields": {"a": "b.["}},
+                }
+            },
+            "fields",
+        ),
+        (
+            {
+                "parameters": {
+                    "source": {"base_url": "https://x.io"},
+                    "destination": {"table": "drop table;"},
+                }
+            },
+            "table",
+        ),
+        (
+            {
+                "parameters": {
+                    "source": {"base_url": "https://x.io"},
+                    "destination": {"table": "no_such_table"},
+                }
+            },
+            "table",
+        ),
+        (
+            {
+                "parameters": {
+                    "source": {"base_url": "https://x.io"},
+                    "destination": {"table": "run_outcomes"},
+                }
+            },
+            "table",
+        ),
+        (
+            {
+                "parameters": {
+                    "source": {"base_url": "https://x.io", "headers": {"Authorization": "Bearer x"}}
+                }
+            },
+            "headers",
+        ),
+        (
+            {
+                "parameters": {
+                    "source": {"base_url": "https://x.io", "headers_secret": "missing-secret"}
+                }
+            },
+            "headers_secret",
+        ),
         ({"pipeline": "no_such_pipeline"}, "pipeline"),
         ({"name": "Not A Slug"}, "name"),
     ],
 )
-def test_invalid_spec_is_refused_with_422_naming_the_field_and_creates_nothing(api, prefect_api_url, change, field):
+def test_invalid_spec_is_refused_with_422_naming_the_field_and_creates_nothing(
+    api, prefect_api_url, change, field
+):
     before = deployment_count(prefect_api_url)
     spec = {**api_call_spec("bad-spec", "https://example.com"), **change}
     response = api.post("/api/schedules", json=spec)
     assert response.status_code == 422, response.text
-    assert any(field in map(str, error["loc"]) for error in response.json()["detail"]), response.json()
+    assert any(field in map(str, error["loc"]) for error in response.json()["detail"]), (
+        response.json()
+    )
     assert deployment_count(prefect_api_url) == before
     assert api.get("/api/schedules/bad-spec").status_code == 404
 
@@ -163,7 +223,10 @@ def test_patch_changes_timing_in_place_and_keeps_pause(api, prefect_api_url):
     spec = api_call_spec("patch-me", "https://example.com", timing={"type": "daily", "at": "08:00"})
     assert api.post("/api/schedules", json=spec).status_code == 201
     api.post("/api/schedules/patch-me/pause")
-    patched = api.patch("/api/schedules/patch-me", json={"timing": {"type": "cron", "cron": "*/10 * * * *"}, "retries": 2})
+    patched = api.patch(
+        "/api/schedules/patch-me",
+        json={"timing": {"type": "cron", "cron": "*/10 * * * *"}, "retries": 2},
+    )
     assert patched.status_code == 200, patched.text
     body = patched.json()
     assert body["timing"] == {"type": "cron", "cron": "*/10 * * * *", "timezone": "UTC"}
@@ -175,7 +238,10 @@ def test_patch_changes_timing_in_place_and_keeps_pause(api, prefect_api_url):
 
 def test_list_filters_and_pages(api):
     for i in range(3):
-        api.post("/api/schedules", json={**api_call_spec(f"list-{i}", "https://example.com"), "tags": ["team:list"]})
+        api.post(
+            "/api/schedules",
+            json={**api_call_spec(f"list-{i}", "https://example.com"), "tags": ["team:list"]},
+        )
     api.post("/api/schedules/list-1/pause")
     page = api.get("/api/schedules", params={"tag": "team:list", "limit": 2}).json()
     assert page["count"] == 3 and [s["name"] for s in page["data"]] == ["list-0", "list-1"]

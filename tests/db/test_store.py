@@ -59,7 +59,11 @@ def test_duplicate_keys_in_one_response_keep_the_last(any_engine):
 
 def test_records_page_newest_first_with_total(any_engine):
     store_records.fn(
-        any_engine, _extracted(*[(f"k{i}", {}) for i in range(7)]), DestinationSpec(), "page", uuid.uuid4()
+        any_engine,
+        _extracted(*[(f"k{i}", {}) for i in range(7)]),
+        DestinationSpec(),
+        "page",
+        uuid.uuid4(),
     )
     with Session(any_engine) as session:
         rows, count = list_api_records(session, schedule="page", limit=3, offset=6)
@@ -72,8 +76,20 @@ def test_store_into_an_existing_table_upserts_on_its_key_columns(any_engine):
         conn.execute(sa.text("CREATE TABLE prices (symbol VARCHAR(10) PRIMARY KEY, usd FLOAT)"))
     destination = DestinationSpec(table="prices", key_columns=["symbol"])
     try:
-        store_records.fn(any_engine, _extracted((None, {"symbol": "BTC", "usd": 1.0})), destination, "s", uuid.uuid4())
-        store_records.fn(any_engine, _extracted((None, {"symbol": "BTC", "usd": 2.0})), destination, "s", uuid.uuid4())
+        store_records.fn(
+            any_engine,
+            _extracted((None, {"symbol": "BTC", "usd": 1.0})),
+            destination,
+            "s",
+            uuid.uuid4(),
+        )
+        store_records.fn(
+            any_engine,
+            _extracted((None, {"symbol": "BTC", "usd": 2.0})),
+            destination,
+            "s",
+            uuid.uuid4(),
+        )
         with any_engine.connect() as conn:
             assert conn.execute(sa.text("SELECT symbol, usd FROM prices")).all() == [("BTC", 2.0)]
     finally:
@@ -84,10 +100,14 @@ def test_store_into_an_existing_table_upserts_on_its_key_columns(any_engine):
 def test_outcome_is_written_once_per_flow_run(any_engine):
     run = uuid.uuid4()
     with any_engine.begin() as conn:
-        save_run_outcome(conn, RunOutcomeBase(flow_run_id=run, schedule="s", pipeline="api_call", error="boom"))
+        save_run_outcome(
+            conn, RunOutcomeBase(flow_run_id=run, schedule="s", pipeline="api_call", error="boom")
+        )
         save_run_outcome(
             conn,
-            RunOutcomeBase(flow_run_id=run, schedule="s", pipeline="api_call", items_processed=3, meta={"a": 1}),
+            RunOutcomeBase(
+                flow_run_id=run, schedule="s", pipeline="api_call", items_processed=3, meta={"a": 1}
+            ),
         )
     with Session(any_engine) as session:
         outcome = get_run_outcome(session, run)
@@ -97,4 +117,6 @@ def test_outcome_is_written_once_per_flow_run(any_engine):
 
 def test_upsert_rows_without_rows_is_a_no_op(any_engine):
     with any_engine.begin() as conn:
-        assert upsert_rows(conn, sa.Table("api_records", sa.MetaData(), autoload_with=conn), []) == 0
+        assert (
+            upsert_rows(conn, sa.Table("api_records", sa.MetaData(), autoload_with=conn), []) == 0
+        )

@@ -19,10 +19,31 @@ PARIS = ZoneInfo("Europe/Paris")
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ({"type": "cron", "cron": "0 */6 * * *", "timezone": "Europe/Paris"}, CronSchedule(cron="0 */6 * * *", timezone="Europe/Paris")),
-        ({"type": "daily", "at": "07:05", "timezone": "Asia/Tokyo"}, CronSchedule(cron="5 7 * * *", timezone="Asia/Tokyo")),
-        ({"type": "weekly", "days": ["thu", "Mon"], "at": "07:30", "timezone": "America/New_York"}, CronSchedule(cron="30 7 * * mon,thu", timezone="America/New_York")),
-        ({"type": "rrule", "rrule": "FREQ=WEEKLY;BYDAY=MO;BYHOUR=9;BYMINUTE=0", "timezone": "UTC"}, RRuleSchedule(rrule="FREQ=WEEKLY;BYDAY=MO;BYHOUR=9;BYMINUTE=0", timezone="UTC")),
+        (
+            {"type": "cron", "cron": "0 */6 * * *", "timezone": "Europe/Paris"},
+            CronSchedule(cron="0 */6 * * *", timezone="Europe/Paris"),
+        ),
+        (
+            {"type": "daily", "at": "07:05", "timezone": "Asia/Tokyo"},
+            CronSchedule(cron="5 7 * * *", timezone="Asia/Tokyo"),
+        ),
+        (
+            {
+                "type": "weekly",
+                "days": ["thu", "Mon"],
+                "at": "07:30",
+                "timezone": "America/New_York",
+            },
+            CronSchedule(cron="30 7 * * mon,thu", timezone="America/New_York"),
+        ),
+        (
+            {
+                "type": "rrule",
+                "rrule": "FREQ=WEEKLY;BYDAY=MO;BYHOUR=9;BYMINUTE=0",
+                "timezone": "UTC",
+            },
+            RRuleSchedule(rrule="FREQ=WEEKLY;BYDAY=MO;BYHOUR=9;BYMINUTE=0", timezone="UTC"),
+        ),
     ],
 )
 def test_timing_maps_to_the_prefect_schedule(spec, expected):
@@ -30,7 +51,9 @@ def test_timing_maps_to_the_prefect_schedule(spec, expected):
 
 
 def test_interval_has_a_stable_anchor_in_its_zone():
-    schedule = to_prefect_schedule(timing({"type": "interval", "every_minutes": 15, "timezone": "Europe/Paris"}))
+    schedule = to_prefect_schedule(
+        timing({"type": "interval", "every_minutes": 15, "timezone": "Europe/Paris"})
+    )
     assert isinstance(schedule, IntervalSchedule)
     assert schedule.interval == timedelta(minutes=15)
     assert schedule.anchor_date == datetime(2020, 1, 1, tzinfo=PARIS)
@@ -38,7 +61,9 @@ def test_interval_has_a_stable_anchor_in_its_zone():
 
 def test_manual_has_no_schedule_and_once_a_single_occurrence():
     assert to_prefect_schedule(timing({"type": "manual"})) is None
-    once = to_prefect_schedule(timing({"type": "once", "at": "2031-03-30T10:30:00", "timezone": "Europe/Paris"}))
+    once = to_prefect_schedule(
+        timing({"type": "once", "at": "2031-03-30T10:30:00", "timezone": "Europe/Paris"})
+    )
     assert isinstance(once, RRuleSchedule)
     assert list(once.to_rrule()) == [datetime(2031, 3, 30, 10, 30, tzinfo=PARIS)]
 
@@ -49,7 +74,12 @@ def test_manual_has_no_schedule_and_once_a_single_occurrence():
         {"type": "cron", "cron": "15 4 * * 1-5", "timezone": "Europe/Paris"},
         {"type": "daily", "at": "09:00", "timezone": "Europe/Paris"},
         {"type": "weekly", "days": ["sun"], "at": "23:45", "timezone": "Australia/Sydney"},
-        {"type": "interval", "every_seconds": 90.0, "timezone": "UTC", "anchor": "2024-01-01T00:00:00Z"},
+        {
+            "type": "interval",
+            "every_seconds": 90.0,
+            "timezone": "UTC",
+            "anchor": "2024-01-01T00:00:00Z",
+        },
         {"type": "rrule", "rrule": "FREQ=DAILY;BYHOUR=6", "timezone": "UTC"},
         {"type": "manual"},
     ],

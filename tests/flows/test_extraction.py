@@ -42,7 +42,10 @@ def test_root_selecting_one_object_gives_one_item():
 
 
 def test_scalar_items_are_wrapped_and_nothing_selected_is_empty():
-    assert extract_records([1, 2], Extractor()).records == [(None, {"value": 1}), (None, {"value": 2})]
+    assert extract_records([1, 2], Extractor()).records == [
+        (None, {"value": 1}),
+        (None, {"value": 2}),
+    ]
     assert extract_records({"a": 1}, Extractor.compile("nothing[]")).records == []
 
 

@@ -54,10 +54,17 @@ def serve_http_source() -> Iterator[HttpSource]:
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
             source.requests.append(
-                {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": dict(self.headers),
+                    "body": body,
+                }
             )
             reply = source.reply_for(path)
-            payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+            payload = (
+                reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+            )
             self.send_response(reply.status)
             self.send_header("content-type", reply.headers.get("content-type", "application/json"))
             self.send_header("content-length", str(len(payload)))
