@@ -155,3 +155,18 @@ def worker(
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@pytest.fixture
+def warehouse(prefect_api_url: str, postgres_engine: Engine) -> Iterator[Engine]:
+    """A `prices` table in another database (PostgreSQL), named by a Destination block."""
+    with postgres_engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS prices"))
+        conn.execute(sa.text("CREATE TABLE prices (symbol TEXT PRIMARY KEY, usd DOUBLE PRECISION)"))
+    url = postgres_engine.url.render_as_string(hide_password=False)
+    from blocks.destination import Destination
+
+    Destination(url=url).save("warehouse", overwrite=True)
+    yield postgres_engine
+    with postgres_engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE prices"))

@@ -139,3 +139,17 @@ def test_delete_removes_the_deployment_but_keeps_records(api, worker, source):
     assert api.delete("/api/schedules/e2e-delete").status_code == 204
     assert api.get("/api/schedules/e2e-delete").status_code == 404
     assert api.get("/api/records?schedule=e2e-delete").json()["count"] == 3
+
+
+def test_a_flow_retry_after_a_failed_attempt_stores_once(api, worker, source):
+    """Flow-level retries come from the schedule (retries=1) and rerun the whole pipeline."""
+    source.route("/once-broken", Reply(404, {}), Reply(200, PRICES))
+    spec = api_call_spec(
+        "e2e-flow-retry", source.url, "/once-broken", retries=1, retry_delay_seconds=0
+    )
+    assert api.post("/api/schedules", json=spec).status_code == 201
+    run = wait_for_run(api, api.post("/api/schedules/e2e-flow-retry/run").json()["flow_run_id"])
+    assert run["state_type"] == "COMPLETED", run
+    assert source.hits["/once-broken"] == 2
+    assert run["outcome"]["error"] is None and run["outcome"]["items_succeeded"] == 3
+    assert api.get("/api/records?schedule=e2e-flow-retry").json()["count"] == 3
