@@ -13,7 +13,7 @@ uv:
 		|| python3 -m pip install --quiet --user --break-system-packages uv
 
 sync: uv
-	$(UV) sync --locked
+	$(UV) sync --locked --compile-bytecode
 
 run: sync ## Prefect server, migrations, work pool, blocks, deployments, worker and API
 	$(UV) run --no-sync python -m deployments.stack

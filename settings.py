@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # Flow runs at once on this machine: each is a Python subprocess of ~150 MB that imports
     # Prefect (~2 s of CPU); two cores stay responsive with a handful.
     work_pool_concurrency: int = Field(default=4, ge=1)
+    # What a worker runs for each flow run: the engine directly, one process per run
+    # (see deployments.service.process_job_template). `python` is the worker's own,
+    # first on PATH under `uv run` or an activated virtualenv.
+    flow_run_command: str = "python -m prefect.engine"
 
     # Ceiling for one page of a list route.
     max_page_size: int = Field(default=500, ge=1)

@@ -575,24 +575,47 @@ class ScheduleService:
         )
 
 
-async def ensure_work_pool(client: PrefectClient, name: str, concurrency_limit: int) -> None:
+def process_job_template(flow_run_command: str | None) -> dict[str, Any]:
+    """The process worker's job template, with the command each flow run starts with.
+
+    Without a command, Prefect 3.8's process worker starts a workspace supervisor process
+    that imports Prefect and then execs the engine, which imports it again: two imports
+    (2-4 s of CPU each here) before a flow starts. With the engine command set, the worker
+    resolves the flow itself and starts one process per run.
+    """
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    if flow_run_command:
+        template["variables"]["properties"]["command"]["default"] = flow_run_command
+    return template
+
+
+async def ensure_work_pool(
+    client: PrefectClient,
+    name: str,
+    concurrency_limit: int,
+    flow_run_command: str | None = "python -m prefect.engine",
+) -> None:
     """The process work pool our deployments run on, with a concurrency limit that fits."""
+    template = process_job_template(flow_run_command)
     try:
         pool = await client.read_work_pool(name)
     except ObjectNotFound:
-        from prefect.workers.process import ProcessWorker
-
         await client.create_work_pool(
             WorkPoolCreate(
                 name=name,
                 type="process",
-                base_job_template=ProcessWorker.get_default_base_job_template(),
+                base_job_template=template,
                 concurrency_limit=concurrency_limit,
             )
         )
         return
-    if pool.concurrency_limit != concurrency_limit:
-        await client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=concurrency_limit))
+    if pool.concurrency_limit != concurrency_limit or pool.base_job_template != template:
+        await client.update_work_pool(
+            name,
+            WorkPoolUpdate(concurrency_limit=concurrency_limit, base_job_template=template),
+        )
 
 
 _SCHEMAS: dict[str, dict[str, Any]] = {}

@@ -28,14 +28,18 @@ def stack_env() -> dict[str, str]:
     """The environment every process of the stack shares."""
     settings = get_settings()
     env = dict(os.environ)
+    # Let flow processes cache our modules' bytecode (some shells turn this off).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.setdefault("PREFECT_HOME", str(DATA_DIR / "prefect"))
     env.update(
         PREFECT_API_URL=f"{PREFECT_URL}/api",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         # Latency: the worker asks for due runs every second instead of every 10 s, and
-        # claims runs due within the next 10 s so their subprocess has started by then.
+        # claims runs due within the next 20 s, so their process has started (a few seconds
+        # of imports, more when several start at once) before they are due; the server keeps
+        # a claimed run from going Running before its time.
         PREFECT_WORKER_QUERY_SECONDS=env.get("PREFECT_WORKER_QUERY_SECONDS", "1"),
-        PREFECT_WORKER_PREFETCH_SECONDS=env.get("PREFECT_WORKER_PREFETCH_SECONDS", "10"),
+        PREFECT_WORKER_PREFETCH_SECONDS=env.get("PREFECT_WORKER_PREFETCH_SECONDS", "20"),
         # The scheduler plans new runs every 10 s (default 60 s) so a schedule created
         # through our API gets its first runs without a minute's wait.
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS=env.get(
@@ -99,7 +103,12 @@ async def create_work_pool(env: dict[str, str]) -> None:
     settings = get_settings()
     with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
         async with get_client() as client:
-            await ensure_work_pool(client, settings.work_pool_name, settings.work_pool_concurrency)
+            await ensure_work_pool(
+                client,
+                settings.work_pool_name,
+                settings.work_pool_concurrency,
+                settings.flow_run_command,
+            )
 
 
 def main() -> None:

@@ -119,7 +119,12 @@ def work_pool(prefect_api_url: str) -> str:
 
     async def create() -> None:
         async with get_client() as client:
-            await ensure_work_pool(client, settings.work_pool_name, settings.work_pool_concurrency)
+            await ensure_work_pool(
+                client,
+                settings.work_pool_name,
+                settings.work_pool_concurrency,
+                settings.flow_run_command,
+            )
 
     run_coro_as_sync(create())
     return settings.work_pool_name

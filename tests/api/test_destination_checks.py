@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def test_a_destination_block_table_is_checked_when_the_schedule_is_created(api, warehouse):
-    spec = {
+    spec: dict[str, Any] = {
         "name": "to-warehouse",
         "pipeline": "api_call",
         "timing": {"type": "manual"},

@@ -5,7 +5,7 @@ import uuid
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from db.crud import get_run_outcome, list_api_records, save_run_outcome, upsert_rows
+from db.crud import COPY_MIN_ROWS, get_run_outcome, list_api_records, save_run_outcome, upsert_rows
 from db.models import RunOutcomeBase
 from flows.api_call import store_records
 from flows.api_call_params import DestinationSpec
@@ -120,3 +120,23 @@ def test_upsert_rows_without_rows_is_a_no_op(any_engine):
         assert (
             upsert_rows(conn, sa.Table("api_records", sa.MetaData(), autoload_with=conn), []) == 0
         )
+
+
+def test_a_large_batch_upserts_like_a_small_one(any_engine):
+    """Above COPY_MIN_ROWS PostgreSQL takes the COPY path: same rows, same upsert semantics."""
+    run1, run2 = uuid.uuid4(), uuid.uuid4()
+    n = COPY_MIN_ROWS * 2
+    first = _extracted(*[(f"k{i}", {"i": i, "tags": ["a"]}) for i in range(n)])
+    store_records.fn(any_engine, first, DestinationSpec(), "bulk", run1)
+    second = _extracted(
+        *[(f"k{i}", {"i": -i}) for i in range(n // 2, n + n // 2)], ("k0", {"i": 0})
+    )
+    assert store_records.fn(any_engine, second, DestinationSpec(), "bulk", run2) == n + 1
+    with Session(any_engine) as session:
+        rows, count = list_api_records(session, schedule="bulk", limit=10_000)
+    assert count == n + n // 2
+    by_key = {r.key: r for r in rows}
+    assert by_key["k1"].data == {"i": 1, "tags": ["a"]} and by_key["k1"].flow_run_id == run1
+    assert by_key[f"k{n - 1}"].data == {"i": -(n - 1)} and by_key[f"k{n - 1}"].flow_run_id == run2
+    assert by_key["k0"].flow_run_id == run2
+    assert all(r.fetched_at.tzinfo is not None for r in rows)

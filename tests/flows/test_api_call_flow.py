@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -26,8 +27,9 @@ def source() -> Iterator[HttpSource]:
         yield source
 
 
-def run_flow(**parameters: object) -> dict[str, int]:
-    return asyncio.run(api_call(**parameters))  # type: ignore[arg-type]
+def run_flow(**parameters: Any) -> dict[str, int]:
+    result: dict[str, int] = asyncio.run(api_call(**parameters))
+    return result
 
 
 def test_credential_headers_come_from_a_secret_block(prefect_api_url, sqlite_engine, source):
