@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -31,7 +32,10 @@ class Settings(BaseSettings):
     )
 
     environment: Literal["development", "test", "production"] = "development"
+    # Where `make run` keeps Prefect's state and the logs.
+    data_dir: Path = DATA_DIR
     database_url: str = f"sqlite:///{DATA_DIR / 'pipelines.db'}"
+    prefect_port: int = 4200
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -49,6 +53,13 @@ class Settings(BaseSettings):
     # first on PATH under `uv run` or an activated virtualenv.
     flow_run_command: str = "python -m prefect.engine"
 
+    # Service jobs (seed 001): `<NAME>_SERVICE_URL` names the base URL of service `<name>-service`
+    # (EMAIL_SERVICE_URL -> email-service); SERVICE_URLS='{"name": "url"}' adds or overrides.
+    service_urls: dict[str, str] = Field(default_factory=dict)
+    # Comma-separated URL prefixes; when set, a job whose endpoint URL is outside is refused.
+    service_allowlist: str | None = None
+    service_job_timeout_seconds: float = Field(default=300, gt=0)
+
     # Ceiling for one page of a list route.
     max_page_size: int = Field(default=500, ge=1)
 
@@ -65,6 +76,23 @@ class Settings(BaseSettings):
                 f"(API_HOST={self.api_host})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _service_urls_from_env(self) -> Settings:
+        # The seed's convention: one `<NAME>_SERVICE_URL` variable per service.
+        found = {
+            name[: -len("_SERVICE_URL")].lower().replace("_", "-") + "-service": url
+            for name, url in os.environ.items()
+            if name.endswith("_SERVICE_URL") and name != "_SERVICE_URL" and url
+        }
+        self.service_urls = {**found, **self.service_urls}
+        return self
+
+    @property
+    def service_allowed_prefixes(self) -> list[str]:
+        if not self.service_allowlist:
+            return []
+        return [p.strip() for p in self.service_allowlist.split(",") if p.strip()]
 
     @property
     def api_key_list(self) -> list[str]:

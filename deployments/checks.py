@@ -12,6 +12,8 @@ from sqlalchemy.engine import Engine
 
 from db.engine import get_engine
 from flows.api_call_params import ApiCallParameters
+from flows.service_job_params import ServiceJobParameters, resolve_service_url
+from settings import get_settings
 
 FieldErrors = list[dict[str, Any]]
 # Our own bookkeeping tables: never a destination.
@@ -109,4 +111,21 @@ async def check_secret_headers(params: ApiCallParameters) -> FieldErrors:
             await client.read_block_document_by_name(name, block_type_slug="secret")
         except ObjectNotFound:
             return [error(("source", "headers_secret"), f"no Secret block named {name!r}")]
+    return []
+
+
+async def check_service(params: ServiceJobParameters) -> FieldErrors:
+    """The service is configured, and its endpoint URL is inside the allow-list if one is set."""
+    settings = get_settings()
+    try:
+        resolve_service_url(
+            settings.service_urls,
+            settings.service_allowed_prefixes,
+            params.service,
+            params.endpoint,
+        )
+    except LookupError as exc:
+        return [error(("service",), str(exc))]
+    except PermissionError as exc:
+        return [error(("endpoint",), str(exc))]
     return []

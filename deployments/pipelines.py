@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from flows.api_call_params import ApiCallParameters
+from flows.service_job_params import ServiceJobParameters
 
 FieldErrors = list[dict[str, Any]]
 Check = Callable[[Any], Awaitable[FieldErrors]]
@@ -35,6 +36,12 @@ def _api_call_checks() -> tuple[Check, ...]:
     return (check_destination, check_secret_headers)
 
 
+def _service_job_checks() -> tuple[Check, ...]:
+    from deployments.checks import check_service
+
+    return (check_service,)
+
+
 PIPELINES: dict[str, Pipeline] = {
     "api_call": Pipeline(
         name="api_call",
@@ -42,6 +49,13 @@ PIPELINES: dict[str, Pipeline] = {
         entrypoint="flows.api_call.api_call",
         parameters=ApiCallParameters,
         checks=_api_call_checks(),
+    ),
+    "service_job": Pipeline(
+        name="service_job",
+        flow_name="service-job",
+        entrypoint="flows.service_job.service_job",
+        parameters=ServiceJobParameters,
+        checks=_service_job_checks(),
     ),
 }
 

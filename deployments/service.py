@@ -207,6 +207,11 @@ def _prefix(errors: Sequence[Any], *loc: str) -> list[dict[str, Any]]:
     ]
 
 
+def _schedules_active(deployment: DeploymentResponse) -> bool:
+    """False when an operator paused every schedule (`prefect deployment schedule pause`)."""
+    return not deployment.schedules or any(s.active for s in deployment.schedules)
+
+
 def _env(spec: SpecSettings) -> dict[str, str]:
     return {RETRIES_ENV: str(spec.retries), RETRY_DELAY_ENV: str(spec.retry_delay_seconds)}
 
@@ -283,7 +288,7 @@ class ScheduleService:
             description=deployment.description or "",
             timing=from_prefect_schedule(schedule.slug if schedule else None, prefect_schedule),
             parameters=deployment.parameters,
-            paused=deployment.paused,
+            paused=deployment.paused or not _schedules_active(deployment),
             tags=[t for t in deployment.tags if t != pipeline.tag],
             retries=int(env.get(RETRIES_ENV, 0)),
             retry_delay_seconds=int(env.get(RETRY_DELAY_ENV, 30)),
@@ -417,14 +422,16 @@ class ScheduleService:
         except ValidationError as exc:
             raise SpecError(_prefix(exc.errors())) from None
         params = await self.validate(spec)
-        await self._apply(spec, params, paused=None)
+        await self._apply(spec, params, paused=None, active=_schedules_active(deployment))
         return await self.get(name)
 
-    async def _apply(self, spec: ScheduleSpec, params: BaseModel, paused: bool | None) -> uuid.UUID:
+    async def _apply(
+        self, spec: ScheduleSpec, params: BaseModel, paused: bool | None, active: bool = True
+    ) -> uuid.UUID:
         pipeline = PIPELINES[spec.pipeline]
         schedule = to_prefect_schedule(spec.timing)
         schedules = (
-            [DeploymentScheduleCreate(schedule=schedule, active=True, slug=spec.timing.type)]
+            [DeploymentScheduleCreate(schedule=schedule, active=active, slug=spec.timing.type)]
             if schedule is not None
             else []
         )
@@ -462,6 +469,11 @@ class ScheduleService:
         """Resume: Prefect schedules the next runs again. Idempotent."""
         deployment, _ = await self._get(name)
         await self.client.resume_deployment(deployment.id)
+        for schedule in deployment.schedules:
+            if not schedule.active:
+                await self.client.update_deployment_schedule(
+                    deployment.id, schedule.id, active=True
+                )
         return await self.get(name)
 
     async def run_now(self, name: str, parameters: dict[str, Any] | None = None) -> uuid.UUID:

@@ -18,10 +18,15 @@ from pathlib import Path
 
 import httpx
 
-from settings import DATA_DIR, PROJECT_DIR, get_settings
+from settings import PROJECT_DIR, get_settings
 
-PREFECT_PORT = int(os.environ.get("PREFECT_PORT", "4200"))
-PREFECT_URL = f"http://127.0.0.1:{PREFECT_PORT}"
+
+def prefect_url() -> str:
+    return f"http://127.0.0.1:{get_settings().prefect_port}"
+
+
+def logs_dir() -> Path:
+    return get_settings().data_dir / "logs"
 
 
 def stack_env() -> dict[str, str]:
@@ -30,9 +35,9 @@ def stack_env() -> dict[str, str]:
     env = dict(os.environ)
     # Let flow processes cache our modules' bytecode (some shells turn this off).
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.setdefault("PREFECT_HOME", str(DATA_DIR / "prefect"))
+    env.setdefault("PREFECT_HOME", str(settings.data_dir / "prefect"))
     env.update(
-        PREFECT_API_URL=f"{PREFECT_URL}/api",
+        PREFECT_API_URL=f"{prefect_url()}/api",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         # Latency: the worker asks for due runs every second instead of every 10 s, and
         # claims runs due within the next 20 s, so their process has started (a few seconds
@@ -60,7 +65,7 @@ def wait_until_up(url: str, what: str, proc: subprocess.Popen[bytes], timeout: f
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with code {proc.returncode}; see .data/logs/")
+            raise SystemExit(f"{what} exited with code {proc.returncode}; see {logs_dir()}")
         try:
             if httpx.get(url, timeout=2).status_code < 500:
                 return
@@ -71,7 +76,7 @@ def wait_until_up(url: str, what: str, proc: subprocess.Popen[bytes], timeout: f
 
 
 def start(cmd: list[str], log_name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    logs = DATA_DIR / "logs"
+    logs = logs_dir()
     logs.mkdir(parents=True, exist_ok=True)
     log = open(logs / f"{log_name}.log", "ab")  # noqa: SIM115 (lives as long as the process)
     return subprocess.Popen(
@@ -138,7 +143,7 @@ def main() -> None:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(PREFECT_PORT),
+                str(settings.prefect_port),
             ],
             "prefect-server",
             env,
@@ -146,7 +151,7 @@ def main() -> None:
         procs.append(("prefect server", server))
         print("Migrating our database ...", flush=True)
         subprocess.run([sys.executable, "-m", "db.migrate"], env=env, check=True, cwd=PROJECT_DIR)
-        wait_until_up(f"{PREFECT_URL}/api/health", "the Prefect server", server)
+        wait_until_up(f"{prefect_url()}/api/health", "the Prefect server", server)
         print("Creating the work pool, registering blocks and deployments ...", flush=True)
         asyncio.run(create_work_pool(env))
         prefect("block", "register", "-m", "blocks", env=env)
@@ -191,12 +196,12 @@ def main() -> None:
         wait_until_up(f"{api_url}/health", "the API", api)
         print(
             f"\nscheduled-pipelines is up in {time.monotonic() - began:.1f}s\n"
-            f"  Prefect UI   {PREFECT_URL}\n"
-            f"  Prefect API  {PREFECT_URL}/api\n"
+            f"  Prefect UI   {prefect_url()}\n"
+            f"  Prefect API  {prefect_url()}/api\n"
             f"  Our API      {api_url}\n"
             f"  API docs     {api_url}/docs\n"
-            f"  Logs         {DATA_DIR / 'logs'}\n"
-            f"Try: PREFECT_API_URL={PREFECT_URL}/api uv run prefect deployment run "
+            f"  Logs         {logs_dir()}\n"
+            f"Try: PREFECT_API_URL={prefect_url()}/api uv run prefect deployment run "
             "api-call/demo-prices\n"
             f"     curl '{api_url}/api/records?schedule=demo-prices'\n"
             "Ctrl-C stops everything.",
@@ -205,7 +210,7 @@ def main() -> None:
         while all(proc.poll() is None for _, proc in procs):
             time.sleep(0.5)
         dead = [name for name, proc in procs if proc.poll() is not None]
-        print(f"{', '.join(dead)} exited; stopping the rest (logs in {DATA_DIR / 'logs'})")
+        print(f"{', '.join(dead)} exited; stopping the rest (logs in {logs_dir()})")
         raise SystemExit(1)
     except KeyboardInterrupt:
         print("\nStopping ...", flush=True)

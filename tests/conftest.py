@@ -18,6 +18,19 @@ os.environ["WORK_POOL_NAME"] = "test-pipelines"
 os.environ["WORK_POOL_CONCURRENCY"] = "4"
 os.environ.pop("API_KEYS", None)
 
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# The fake email-service of the job registry tests; the worker inherits the variable.
+EMAIL_SERVICE_PORT = _free_port()
+os.environ["EMAIL_SERVICE_URL"] = f"http://127.0.0.1:{EMAIL_SERVICE_PORT}"
+
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402

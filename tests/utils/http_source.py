@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ class Reply:
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
 
 
 @dataclass
@@ -45,7 +47,7 @@ class HttpSource:
 
 
 @contextmanager
-def serve_http_source() -> Iterator[HttpSource]:
+def serve_http_source(port: int = 0) -> Iterator[HttpSource]:
     source = HttpSource(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -62,6 +64,8 @@ def serve_http_source() -> Iterator[HttpSource]:
                 }
             )
             reply = source.reply_for(path)
+            if reply.delay:
+                time.sleep(reply.delay)
             payload = (
                 reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
             )
@@ -76,7 +80,8 @@ def serve_http_source() -> Iterator[HttpSource]:
         def log_message(self, *_args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
     source.url = f"http://127.0.0.1:{server.server_port}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
