@@ -50,8 +50,11 @@ def stack_env() -> dict[str, str]:
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS=env.get(
             "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "10"
         ),
+        # SQLite answers 503 while a burst of writes holds its lock; retry those longer.
+        PREFECT_CLIENT_MAX_RETRIES=env.get("PREFECT_CLIENT_MAX_RETRIES", "10"),
         SP_PROJECT_DIR=str(PROJECT_DIR),
         SP_PUBLIC_API_URL=settings.public_api_url,
+        SP_WORK_POOL_NAME=settings.work_pool_name,
     )
     return env
 

@@ -39,7 +39,9 @@ def artifact_key(prefix: str, schedule: str) -> str:
     return cleaned.strip("-")[:100]
 
 
-@task(cache_policy=NO_CACHE)
 def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:
-    """Show rows as a table artifact on the flow run page in the Prefect UI."""
+    """Show rows as a table artifact on the flow run page in the Prefect UI.
+
+    A plain call, not a task: it is one API call, and a task run would cost more than that.
+    """
     create_table_artifact(key=key, table=rows, description=description)

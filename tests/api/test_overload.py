@@ -13,7 +13,7 @@ from settings import get_settings
 from tests.api.conftest import api_call_spec, wait_for_run
 from tests.utils.http_source import Reply, serve_http_source
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.overload]
 RUNS = 50
 
 

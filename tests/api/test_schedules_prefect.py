@@ -102,7 +102,7 @@ def test_once_runs_once_at_its_time(api, worker, prefect_api_url):
 
     with serve_http_source() as source:
         source.route("/prices", Reply(200, {"data": [{"symbol": "ONE", "quote": {"usd": 1}}]}))
-        at = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
+        at = (datetime.now(UTC) + timedelta(seconds=12)).replace(microsecond=0)
         spec = api_call_spec("run-once", source.url, timing={"type": "once", "at": at.isoformat()})
         created = api.post("/api/schedules", json=spec)
         assert created.status_code == 201, created.text
