@@ -476,8 +476,17 @@ class ScheduleService:
                 )
         return await self.get(name)
 
-    async def run_now(self, name: str, parameters: dict[str, Any] | None = None) -> uuid.UUID:
-        """Start a run now, with `parameters` merged over the schedule's own (validated)."""
+    async def run_now(
+        self,
+        name: str,
+        parameters: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> uuid.UUID:
+        """Start a run now, with `parameters` merged over the schedule's own (validated).
+
+        With an idempotency key, a repeated request (a client retrying after a timeout or a
+        503) gets the run the first one created instead of a second run.
+        """
         deployment, pipeline = await self._get(name)
         merged = deep_merge(deployment.parameters, parameters or {})
         try:
@@ -490,6 +499,9 @@ class ScheduleService:
                 parameters=params.model_dump(mode="json", exclude_none=True),
                 state=Scheduled(),
                 tags=["trigger:manual"],
+                idempotency_key=f"run-now:{deployment.id}:{idempotency_key}"
+                if idempotency_key
+                else None,
             )
         return run.id
 

@@ -50,8 +50,6 @@ def stack_env() -> dict[str, str]:
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS=env.get(
             "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "10"
         ),
-        # SQLite answers 503 while a burst of writes holds its lock; retry those longer.
-        PREFECT_CLIENT_MAX_RETRIES=env.get("PREFECT_CLIENT_MAX_RETRIES", "10"),
         SP_PROJECT_DIR=str(PROJECT_DIR),
         SP_PUBLIC_API_URL=settings.public_api_url,
         SP_WORK_POOL_NAME=settings.work_pool_name,
@@ -127,11 +125,14 @@ def main() -> None:
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
+        # The first Ctrl-C (or SIGTERM) starts the shutdown; repeats (a terminal and `uv run`
+        # may both forward one) are ignored, so they cannot cut the shutdown short.
         nonlocal stopping
         if not stopping:
             stopping = True
             raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     began = time.monotonic()
     try:
@@ -218,7 +219,7 @@ def main() -> None:
     except KeyboardInterrupt:
         print("\nStopping ...", flush=True)
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stopping = True
         stop(procs)
         print("Stopped.", flush=True)
 

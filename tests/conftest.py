@@ -13,9 +13,6 @@ _TMP = Path(tempfile.mkdtemp(prefix="sp-tests-"))
 os.environ.setdefault("PREFECT_HOME", str(_TMP / "prefect-home"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-# The test server keeps its state in SQLite, which answers 503 while a burst of writes holds
-# its lock; Prefect's client retries those, give it room for the overload test's bursts.
-os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "10")
 os.environ["DATABASE_URL"] = f"sqlite:///{_TMP / 'pipelines.db'}"
 os.environ["WORK_POOL_NAME"] = "test-pipelines"
 os.environ["WORK_POOL_CONCURRENCY"] = "4"

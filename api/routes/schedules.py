@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import BaseModel, Field
 
 from api.deps import ScheduleServiceDep, SettingsDep
@@ -107,10 +107,16 @@ async def resume_schedule(name: str, service: ScheduleServiceDep) -> ScheduleVie
 
 @router.post("/{name}/run", status_code=status.HTTP_202_ACCEPTED)
 async def run_schedule(
-    name: str, service: ScheduleServiceDep, body: RunRequest | None = None
+    name: str,
+    service: ScheduleServiceDep,
+    body: RunRequest | None = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> RunStarted:
-    """Run now, optionally with parameters merged over the schedule's own."""
-    run_id = await service.run_now(name, body.parameters if body else None)
+    """Run now, optionally with parameters merged over the schedule's own.
+
+    Send an `Idempotency-Key` header to retry safely: the same key gives the same run.
+    """
+    run_id = await service.run_now(name, body.parameters if body else None, idempotency_key)
     return RunStarted(flow_run_id=run_id)
 
 

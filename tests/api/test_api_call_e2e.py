@@ -153,3 +153,12 @@ def test_a_flow_retry_after_a_failed_attempt_stores_once(api, worker, source):
     assert source.hits["/once-broken"] == 2
     assert run["outcome"]["error"] is None and run["outcome"]["items_succeeded"] == 3
     assert api.get("/api/records?schedule=e2e-flow-retry").json()["count"] == 3
+
+
+def test_a_run_request_repeated_with_its_idempotency_key_starts_one_run(api, source):
+    assert api.post("/api/schedules", json=api_call_spec("e2e-idem", source.url)).status_code == 201
+    headers = {"Idempotency-Key": "deploy-42"}
+    first = api.post("/api/schedules/e2e-idem/run", headers=headers).json()["flow_run_id"]
+    again = api.post("/api/schedules/e2e-idem/run", headers=headers).json()["flow_run_id"]
+    other = api.post("/api/schedules/e2e-idem/run", headers={"Idempotency-Key": "x"}).json()
+    assert first == again != other["flow_run_id"]
