@@ -47,6 +47,7 @@ from db.models import RunOutcome
 from deployments.pipelines import FLOW_TO_PIPELINE, PIPELINES, Pipeline
 from deployments.prefect_schedules import from_prefect_schedule, to_prefect_schedule
 from deployments.spec import SchedulePatch, ScheduleSpec, SpecSettings, Timing
+from settings import get_settings
 
 # Prefect reads flow-level retry defaults from these when the flow decorator sets none;
 # a deployment passes them to its runs through the process worker's `env` job variable.
@@ -617,12 +618,19 @@ def process_job_template(flow_run_command: str | None) -> dict[str, Any]:
 
 async def ensure_work_pool(
     client: PrefectClient,
-    name: str,
-    concurrency_limit: int,
-    flow_run_command: str | None = "python -m prefect.engine",
+    name: str | None = None,
+    concurrency_limit: int | None = None,
+    flow_run_command: str | None = None,
 ) -> None:
-    """The process work pool our deployments run on, with a concurrency limit that fits."""
-    template = process_job_template(flow_run_command)
+    """The process work pool our deployments run on, with a concurrency limit that fits.
+
+    Each argument defaults to its setting (WORK_POOL_NAME, WORK_POOL_CONCURRENCY,
+    FLOW_RUN_COMMAND); idempotent: an existing pool is brought to these values.
+    """
+    settings = get_settings()
+    name = name or settings.work_pool_name
+    concurrency_limit = concurrency_limit or settings.work_pool_concurrency
+    template = process_job_template(flow_run_command or settings.flow_run_command)
     try:
         pool = await client.read_work_pool(name)
     except ObjectNotFound:

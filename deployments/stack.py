@@ -106,15 +106,9 @@ async def create_work_pool(env: dict[str, str]) -> None:
 
     from deployments.service import ensure_work_pool
 
-    settings = get_settings()
     with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
         async with get_client() as client:
-            await ensure_work_pool(
-                client,
-                settings.work_pool_name,
-                settings.work_pool_concurrency,
-                settings.flow_run_command,
-            )
+            await ensure_work_pool(client)
 
 
 def main() -> None:

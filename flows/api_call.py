@@ -156,7 +156,7 @@ async def api_call(
         outcome.items_failed = len(extracted.failures)
         outcome.meta = {"table": destination.table, "failures": extracted.failures[:100]}
         if extracted.records:
-            publish_table(
+            await publish_table(
                 artifact_key("api-call", schedule),
                 [{"key": k, **d} for k, d in extracted.records[:ARTIFACT_ROWS]],
                 f"{stored} records stored in `{destination.table}` "

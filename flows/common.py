@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import deployment, flow_run
 from sqlalchemy.engine import Engine
@@ -39,9 +39,9 @@ def artifact_key(prefix: str, schedule: str) -> str:
     return cleaned.strip("-")[:100]
 
 
-def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:
+async def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:
     """Show rows as a table artifact on the flow run page in the Prefect UI.
 
     A plain call, not a task: it is one API call, and a task run would cost more than that.
     """
-    create_table_artifact(key=key, table=rows, description=description)
+    await acreate_table_artifact(key=key, table=rows, description=description)

@@ -133,19 +133,12 @@ def work_pool(prefect_api_url: str) -> str:
 
     from deployments.service import ensure_work_pool
 
-    settings = get_settings()
-
     async def create() -> None:
         async with get_client() as client:
-            await ensure_work_pool(
-                client,
-                settings.work_pool_name,
-                settings.work_pool_concurrency,
-                settings.flow_run_command,
-            )
+            await ensure_work_pool(client)
 
     run_coro_as_sync(create())
-    return settings.work_pool_name
+    return get_settings().work_pool_name
 
 
 @pytest.fixture(scope="session")

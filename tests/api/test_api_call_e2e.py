@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.api.conftest import api_call_spec, wait_for_run
@@ -28,7 +29,9 @@ def source() -> Iterator[HttpSource]:
         yield source
 
 
-def test_create_run_and_read_records_then_rerun_without_duplicates(api, worker, source):
+def test_create_run_and_read_records_then_rerun_without_duplicates(
+    api, worker, source, prefect_api_url
+):
     source.route("/prices", Reply(200, PRICES))
     created = api.post("/api/schedules", json=api_call_spec("e2e-prices", source.url))
     assert created.status_code == 201, created.text
@@ -41,6 +44,11 @@ def test_create_run_and_read_records_then_rerun_without_duplicates(api, worker, 
         assert run["state_type"] == "COMPLETED", run
         assert run["outcome"]["items_processed"] == 3
         assert run["outcome"]["items_succeeded"] == 3
+        artifacts = httpx.post(
+            f"{prefect_api_url}/artifacts/filter",
+            json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}},
+        ).json()
+        assert [(a["key"], a["type"]) for a in artifacts] == [("api-call-e2e-prices", "table")]
 
     records = api.get("/api/records", params={"schedule": "e2e-prices"}).json()
     assert records["count"] == 3

@@ -4,7 +4,9 @@ and every invalid spec is refused with 422 naming the field while Prefect gains 
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -18,9 +20,19 @@ DST_START = datetime(2027, 3, 25, tzinfo=PARIS)
 DST_END = datetime(2027, 3, 31, tzinfo=PARIS)
 
 
+def post_retrying(url: str, json: dict[str, Any]) -> httpx.Response:
+    """POST to the test server, waiting out the 503s its SQLite answers while busy."""
+    for attempt in range(6):
+        response = httpx.post(url, json=json, timeout=30)
+        if response.status_code != 503:
+            break
+        time.sleep(2**attempt)
+    return response
+
+
 def plan_runs(api_url: str, deployment_id: str, start: datetime, end: datetime) -> None:
     """Have Prefect plan the runs of a window (the test server runs no scheduler loop)."""
-    response = httpx.post(
+    response = post_retrying(
         f"{api_url}/deployments/{deployment_id}/schedule",
         json={
             "start_time": start.isoformat(),
