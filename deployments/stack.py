@@ -57,6 +57,11 @@ def stack_env() -> dict[str, str]:
     return env
 
 
+def worker_command(pool: str) -> list[str]:
+    """One process worker on `pool` (stop it with SIGINT: it ignores a single SIGTERM)."""
+    return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+
+
 def prefect(*args: str, env: dict[str, str]) -> None:
     """Run a Prefect CLI command to completion, failing loudly."""
     subprocess.run([sys.executable, "-m", "prefect", *args], env=env, check=True, cwd=PROJECT_DIR)
@@ -159,17 +164,7 @@ def main() -> None:
             (
                 "worker",
                 start(
-                    [
-                        sys.executable,
-                        "-m",
-                        "prefect",
-                        "worker",
-                        "start",
-                        "--pool",
-                        settings.work_pool_name,
-                        "--type",
-                        "process",
-                    ],
+                    worker_command(settings.work_pool_name),
                     "worker",
                     env,
                 ),

@@ -147,18 +147,10 @@ def worker(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real `prefect worker` polling the pool every second (flows write to the session DB)."""
     log = open(tmp_root / "worker.log", "wb")  # noqa: SIM115
+    from deployments.stack import worker_command
+
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "worker",
-            "start",
-            "--pool",
-            work_pool,
-            "--type",
-            "process",
-        ],
+        worker_command(work_pool),
         env=prefect_env(prefect_api_url, PREFECT_WORKER_QUERY_SECONDS="1"),
         stdout=log,
         stderr=subprocess.STDOUT,
