@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     service_allowlist: str | None = None
     service_job_timeout_seconds: float = Field(default=300, gt=0)
 
+    # The crew pipeline (seed 000): the run-crew URL used when no CrewApi block is named, the
+    # deployment /api/scheduler acts on, and its interval until `start` sets one.
+    crew_api_url: str | None = None
+    crew_schedule_name: str = "crew-scheduler"
+    crew_scheduler_interval_minutes: int = Field(default=60, ge=1)
+
     # Ceiling for one page of a list route.
     max_page_size: int = Field(default=500, ge=1)
 

@@ -13,7 +13,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 from sqlalchemy.engine import Engine
 
 from api.deps import require_api_key
-from api.routes import demo, health, jobs, records, runs, schedules
+from api.routes import crew, demo, health, jobs, records, runs, schedules
 from db.engine import get_engine
 from deployments.service import ScheduleExists, ScheduleNotFound, SpecError
 
@@ -37,7 +37,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     secured = [Depends(require_api_key)]
     app.include_router(health.router)
     app.include_router(demo.router)
-    for router in (schedules.router, runs.router, records.router, jobs.router):
+    for router in (schedules.router, runs.router, records.router, jobs.router, crew.router):
         app.include_router(router, dependencies=secured)
 
     @app.exception_handler(SpecError)

@@ -82,3 +82,42 @@ class RunOutcome(RunOutcomeBase, table=True):
     __tablename__ = "run_outcomes"
 
     id: int | None = Field(default=None, primary_key=True)
+
+
+class UserBase(SQLModel):
+    uid: str = Field(max_length=255, unique=True)
+    context: str | None = Field(default=None, sa_type=sa.Text)
+    goal: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class User(UserBase, table=True):
+    """A user whose context and goal the crew pipeline sends (seed 000's users)."""
+
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    updated_at: datetime = _aware(default_factory=utcnow)
+
+
+class CrewResponseBase(SQLModel):
+    # No foreign key to users.uid (the seed has one): users may live in another database.
+    user_uid: str = Field(max_length=255, index=True)
+    request_context: str | None = Field(default=None, sa_type=sa.Text)
+    request_goal: str | None = Field(default=None, sa_type=sa.Text)
+    response_data: Any | None = Field(default=None, sa_type=JSONType)
+    created_at: datetime = _aware(default_factory=utcnow, index=True)
+    flow_run_id: uuid.UUID
+    status: str = Field(max_length=20)  # succeeded | failed
+    error: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class CrewResponse(CrewResponseBase, table=True):
+    """One user's crew API answer (or failure) in one flow run: seed 000's table plus run fields."""
+
+    __tablename__ = "crew_responses"
+    __table_args__ = (
+        sa.UniqueConstraint("flow_run_id", "user_uid", name="uq_crew_responses_run_user"),
+        sa.Index("ix_crew_responses_user_uid_created_at", "user_uid", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from db.engine import get_engine
 from flows.api_call_params import ApiCallParameters
+from flows.crew_params import CrewParameters
 from flows.service_job_params import ServiceJobParameters, resolve_service_url
 from settings import get_settings
 
@@ -129,3 +130,33 @@ async def check_service(params: ServiceJobParameters) -> FieldErrors:
     except PermissionError as exc:
         return [error(("endpoint",), str(exc))]
     return []
+
+
+async def check_crew(params: CrewParameters) -> FieldErrors:
+    """The crew API is known (block or CREW_API_URL) and the users table is readable."""
+    from blocks.crew import CrewApi, UserSource
+    from db.crew import user_source_table
+
+    errors: FieldErrors = []
+    if params.crew_api is not None:
+        try:
+            await CrewApi.aload(params.crew_api)
+        except (ValueError, ObjectNotFound):
+            errors.append(error(("crew_api",), f"no CrewApi block named {params.crew_api!r}"))
+    elif not get_settings().crew_api_url:
+        errors.append(error(("crew_api",), "name a CrewApi block or set CREW_API_URL"))
+    if params.users is not None:
+        try:
+            block = cast(UserSource, await UserSource.aload(params.users))
+        except (ValueError, ObjectNotFound):
+            return [*errors, error(("users",), f"no UserSource block named {params.users!r}")]
+
+        def read() -> None:
+            with block.engine().connect() as conn:
+                user_source_table(conn, block.table)
+
+        try:
+            await anyio.to_thread.run_sync(read)
+        except (LookupError, sa.exc.SQLAlchemyError) as exc:
+            errors.append(error(("users",), f"cannot read users of block {params.users!r}: {exc}"))
+    return errors

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from flows.api_call_params import ApiCallParameters
+from flows.crew_params import CrewParameters
 from flows.service_job_params import ServiceJobParameters
 
 FieldErrors = list[dict[str, Any]]
@@ -42,6 +43,12 @@ def _service_job_checks() -> tuple[Check, ...]:
     return (check_service,)
 
 
+def _crew_checks() -> tuple[Check, ...]:
+    from deployments.checks import check_crew
+
+    return (check_crew,)
+
+
 PIPELINES: dict[str, Pipeline] = {
     "api_call": Pipeline(
         name="api_call",
@@ -49,6 +56,13 @@ PIPELINES: dict[str, Pipeline] = {
         entrypoint="flows.api_call.api_call",
         parameters=ApiCallParameters,
         checks=_api_call_checks(),
+    ),
+    "crew": Pipeline(
+        name="crew",
+        flow_name="crew-responses",
+        entrypoint="flows.crew_responses.crew_responses",
+        parameters=CrewParameters,
+        checks=_crew_checks(),
     ),
     "service_job": Pipeline(
         name="service_job",

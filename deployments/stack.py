@@ -50,6 +50,8 @@ def stack_env() -> dict[str, str]:
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS=env.get(
             "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "10"
         ),
+        # The crew scheduler (seed 000) calls our demo crew API unless one is configured.
+        CREW_API_URL=settings.crew_api_url or f"{settings.public_api_url}/demo/run-crew",
         SP_PROJECT_DIR=str(PROJECT_DIR),
         SP_PUBLIC_API_URL=settings.public_api_url,
         SP_WORK_POOL_NAME=settings.work_pool_name,

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prefect import task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import deployment, flow_run
+from prefect.utilities.annotations import quote
 from sqlalchemy.engine import Engine
 
 from db.crud import save_run_outcome
 from db.models import RunOutcomeBase
+
+T = TypeVar("T")
+
+
+def unwalked(value: T) -> T:
+    """`value` for a task argument that Prefect passes as is, without walking it for futures.
+
+    Prefect visits every element of a task's arguments; for a batch of thousands of items
+    that walk costs more than the task's own work.
+    """
+    return cast(T, quote(value))
 
 
 def current_flow_run_id() -> uuid.UUID:

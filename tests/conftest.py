@@ -30,6 +30,9 @@ def _free_port() -> int:
 # The fake email-service of the job registry tests; the worker inherits the variable.
 EMAIL_SERVICE_PORT = _free_port()
 os.environ["EMAIL_SERVICE_URL"] = f"http://127.0.0.1:{EMAIL_SERVICE_PORT}"
+# The fake crew API of the crew pipeline tests (CREW_API_URL, as the seed configures it).
+CREW_API_PORT = _free_port()
+os.environ["CREW_API_URL"] = f"http://127.0.0.1:{CREW_API_PORT}/run-crew"
 
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -42,6 +45,7 @@ from sqlalchemy.engine import Engine  # noqa: E402
 from db.engine import create_db_engine  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
 from settings import get_settings  # noqa: E402
+from tests.utils.fake_crew import FakeCrew, serve_fake_crew  # noqa: E402
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -103,9 +107,14 @@ def postgres_engine() -> Iterator[Engine]:
 def any_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     """Each storage test once on SQLite and once on PostgreSQL, on empty tables."""
     engine: Engine = request.getfixturevalue(f"{request.param}_engine")
+    _empty_tables(engine)
     yield engine
+    _empty_tables(engine)
+
+
+def _empty_tables(engine: Engine) -> None:
     with engine.begin() as conn:
-        for table in ("api_records", "run_outcomes"):
+        for table in ("api_records", "run_outcomes", "crew_responses", "users"):
             conn.execute(sa.text(f"DELETE FROM {table}"))
 
 
@@ -178,3 +187,20 @@ def warehouse(prefect_api_url: str, postgres_engine: Engine) -> Iterator[Engine]
     yield postgres_engine
     with postgres_engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE prices"))
+
+
+@pytest.fixture(scope="session")
+def fake_crew() -> Iterator[FakeCrew]:
+    """The fake crew API at CREW_API_URL (the worker's flows call it too)."""
+    with serve_fake_crew(FakeCrew(), port=CREW_API_PORT) as crew:
+        yield crew
+
+
+@pytest.fixture
+def crew(fake_crew: FakeCrew) -> FakeCrew:
+    """The fake crew API, reset to answer every call at once, with no faults."""
+    fake_crew.latency = fake_crew.fail_rate = fake_crew.timeout_rate = 0.0
+    fake_crew.fail_first, fake_crew.hang_seconds = 0, 2.0
+    fake_crew.hits.clear()
+    fake_crew.bodies.clear()
+    return fake_crew

@@ -1,4 +1,4 @@
-"""A tiny price feed so the example api_call deployment works without internet."""
+"""A tiny price feed and crew API so the example pipelines work without internet."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
 router = APIRouter(prefix="/demo", tags=["demo"])
 
@@ -27,4 +28,22 @@ def prices() -> dict[str, Any]:
             }
             for i, (symbol, (name, base)) in enumerate(COINS.items())
         ],
+    }
+
+
+class CrewRequest(BaseModel):
+    customer_business_background_latest: str | None = Field(default=None, max_length=20_000)
+    customer_goal_latest: str | None = Field(default=None, max_length=20_000)
+
+
+@router.post("/run-crew")
+def run_crew(request: CrewRequest) -> dict[str, Any]:
+    """A stand-in for seed 000's crew API: a canned plan for the user's goal."""
+    goal = request.customer_goal_latest or "a clearer goal"
+    return {
+        "status": "completed",
+        "result": {
+            "summary": f"Plan towards {goal}",
+            "steps": ["Review the business background", f"Set three milestones for {goal}"],
+        },
     }

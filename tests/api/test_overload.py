@@ -15,7 +15,8 @@ from settings import get_settings
 from tests.api.conftest import api_call_spec, wait_for_run
 from tests.utils.http_source import Reply, serve_http_source
 
-pytestmark = [pytest.mark.e2e, pytest.mark.overload]
+# 50 flow-run processes on two cores: 3-4 minutes on a quiet machine, more beside other work.
+pytestmark = [pytest.mark.e2e, pytest.mark.overload, pytest.mark.timeout(600)]
 RUNS = 50
 
 
