@@ -14,8 +14,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import httpx
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate, WorkPoolUpdate
+from prefect.client.schemas.actions import (
+    DeploymentCreate,
+    DeploymentScheduleCreate,
+    WorkPoolCreate,
+    WorkPoolUpdate,
+)
 from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
@@ -35,7 +41,7 @@ from prefect.client.schemas.objects import (
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.schedules import NoSchedule
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import Scheduled
 from prefect.utilities.callables import parameter_schema
 from pydantic import BaseModel, Field, ValidationError
@@ -45,7 +51,11 @@ from sqlmodel import Session
 from db.crud import get_run_outcomes, outcome_totals
 from db.models import RunOutcome
 from deployments.pipelines import FLOW_TO_PIPELINE, PIPELINES, Pipeline
-from deployments.prefect_schedules import from_prefect_schedule, to_prefect_schedule
+from deployments.prefect_schedules import (
+    from_prefect_schedule,
+    next_fire_times,
+    to_prefect_schedule,
+)
 from deployments.spec import SchedulePatch, ScheduleSpec, SpecSettings, Timing
 from settings import get_settings
 
@@ -63,6 +73,9 @@ FINISHED: list[StateType] = [
 ]
 NOT_SCHEDULED: list[StateType] = [t for t in StateType if t != StateType.SCHEDULED]
 STATS_WINDOW = 1000
+NEXT_RUNS = 3
+# Flow ids by (Prefect API, flow name): a flow is created once, not upserted per request.
+_FLOW_IDS: dict[tuple[str, str], uuid.UUID] = {}
 
 
 class SpecError(ValueError):
@@ -113,6 +126,7 @@ class RunView(BaseModel):
     schedule: str | None
     state_type: str | None
     state_name: str | None
+    state_message: str | None = None
     expected_start_time: datetime | None
     start_time: datetime | None
     end_time: datetime | None
@@ -137,7 +151,11 @@ class ScheduleView(BaseModel):
     retry_delay_seconds: int
     concurrency_limit: int | None
     collision: str
-    next_runs: list[datetime] = Field(default_factory=list)
+    next_runs: list[datetime] = Field(
+        default_factory=list,
+        description="The next times the schedule fires (by Prefect's schedule maths); none "
+        "while paused",
+    )
     last_run: RunView | None = None
     created: datetime | None = None
     updated: datetime | None = None
@@ -191,6 +209,7 @@ def run_view(run: FlowRun, schedule: str | None, outcome: RunOutcome | None) -> 
         schedule=schedule,
         state_type=run.state_type.value if run.state_type else None,
         state_name=run.state_name,
+        state_message=run.state.message if run.state else None,
         expected_start_time=run.expected_start_time,
         start_time=run.start_time,
         end_time=run.end_time,
@@ -243,8 +262,6 @@ class ScheduleService:
             params = pipeline.parameters.model_validate(spec.parameters)
         except ValidationError as exc:
             raise SpecError(_prefix(exc.errors(), "parameters")) from None
-        if to_prefect_schedule(spec.timing) is None and spec.timing.type != "manual":
-            raise SpecError([{"loc": ["timing"], "msg": "no schedule", "type": "value_error"}])
         errors: list[dict[str, Any]] = []
         for check in pipeline.checks:
             errors += await check(params)
@@ -275,13 +292,15 @@ class ScheduleService:
         entry = (deployment.entrypoint or "").replace(":", ".")
         return next((p for p in PIPELINES.values() if p.entrypoint == entry), PIPELINES["api_call"])
 
-    def _view(self, deployment: DeploymentResponse, pipeline: Pipeline) -> ScheduleView:
+    async def _view(self, deployment: DeploymentResponse, pipeline: Pipeline) -> ScheduleView:
+        """The schedule as Prefect has it, with the next times its schedule fires."""
         schedule = deployment.schedules[0] if deployment.schedules else None
         prefect_schedule = schedule.schedule if schedule else None
         if isinstance(prefect_schedule, NoSchedule):
             prefect_schedule = None
         env = (deployment.job_variables or {}).get("env") or {}
         options = deployment.concurrency_options
+        paused = deployment.paused or not _schedules_active(deployment)
         return ScheduleView(
             name=deployment.name,
             pipeline=pipeline.name,
@@ -289,7 +308,7 @@ class ScheduleService:
             description=deployment.description or "",
             timing=from_prefect_schedule(schedule.slug if schedule else None, prefect_schedule),
             parameters=deployment.parameters,
-            paused=deployment.paused or not _schedules_active(deployment),
+            paused=paused,
             tags=[t for t in deployment.tags if t != pipeline.tag],
             retries=int(env.get(RETRIES_ENV, 0)),
             retry_delay_seconds=int(env.get(RETRY_DELAY_ENV, 30)),
@@ -299,6 +318,7 @@ class ScheduleService:
             collision=options.collision_strategy.value.lower() if options else "enqueue",
             created=deployment.created,
             updated=deployment.updated,
+            next_runs=[] if paused else await next_fire_times(prefect_schedule, NEXT_RUNS),
         )
 
     def _spec_of(self, view: ScheduleView) -> ScheduleSpec:
@@ -345,14 +365,10 @@ class ScheduleService:
     async def get(self, name: str) -> ScheduleView:
         """One schedule with its next runs and last run."""
         deployment, pipeline = await self._get(name)
-        view = self._view(deployment, pipeline)
-        upcoming, last = await asyncio.gather(
-            self._runs(
-                [deployment.id], [StateType.SCHEDULED], FlowRunSort.EXPECTED_START_TIME_ASC, 5
-            ),
-            self._runs([deployment.id], NOT_SCHEDULED, FlowRunSort.EXPECTED_START_TIME_DESC, 1),
+        view = await self._view(deployment, pipeline)
+        last = await self._runs(
+            [deployment.id], NOT_SCHEDULED, FlowRunSort.EXPECTED_START_TIME_DESC, 1
         )
-        view.next_runs = [r.expected_start_time for r in upcoming if r.expected_start_time]
         if last:
             view.last_run = run_view(last[0], name, self._outcomes(last).get(last[0].id))
         return view
@@ -389,19 +405,7 @@ class ScheduleService:
             self.client.request("POST", "/deployments/count", json=body),
         )
         deployments = [DeploymentResponse.model_validate(d) for d in page.json()]
-        views = [self._view(d, self._pipeline_of(d)) for d in deployments]
-        if deployments:
-            upcoming = await self._runs(
-                [d.id for d in deployments],
-                [StateType.SCHEDULED],
-                FlowRunSort.EXPECTED_START_TIME_ASC,
-                PREFECT_PAGE,
-            )
-            by_id = {v.deployment_id: v for v in views}
-            for run in upcoming:
-                view = by_id.get(run.deployment_id) if run.deployment_id else None
-                if view is not None and run.expected_start_time and len(view.next_runs) < 3:
-                    view.next_runs.append(run.expected_start_time)
+        views = [await self._view(d, self._pipeline_of(d)) for d in deployments]
         return views, int(count.json())
 
     # -- changing ---------------------------------------------------------------------------
@@ -411,54 +415,98 @@ class ScheduleService:
         params = await self.validate(spec)
         if await self._find(spec.name) is not None:
             raise ScheduleExists(spec.name)
-        await self._apply(spec, params, paused=spec.paused)
-        return await self.get(spec.name)
+        return await self._apply(spec, params, paused=spec.paused)
 
     async def update(self, name: str, patch: SchedulePatch) -> ScheduleView:
         """Change a schedule in place; its pause state and run history stay."""
         deployment, pipeline = await self._get(name)
-        current = self._spec_of(self._view(deployment, pipeline))
+        return await self._update(deployment, pipeline, patch)
+
+    async def put(self, spec: ScheduleSpec, patch: SchedulePatch) -> tuple[ScheduleView, bool]:
+        """Create `spec`, or apply `patch` in place when a schedule of that name exists.
+
+        One lookup decides (a service re-registering its job on every start is the common
+        case); an existing schedule of another pipeline is a conflict. True when created.
+        """
+        deployment = await self._find(spec.name)
+        if deployment is None:
+            return await self.create(spec), True
+        pipeline = self._pipeline_of(deployment)
+        if pipeline.name != spec.pipeline:
+            raise ScheduleExists(spec.name)
+        return await self._update(deployment, pipeline, patch), False
+
+    async def _update(
+        self, deployment: DeploymentResponse, pipeline: Pipeline, patch: SchedulePatch
+    ) -> ScheduleView:
+        current = self._spec_of(await self._view(deployment, pipeline))
         try:
             spec = ScheduleSpec.model_validate(patch.apply_to(current))
         except ValidationError as exc:
             raise SpecError(_prefix(exc.errors())) from None
         params = await self.validate(spec)
-        await self._apply(spec, params, paused=None, active=_schedules_active(deployment))
-        return await self.get(name)
+        return await self._apply(spec, params, paused=None, active=_schedules_active(deployment))
 
     async def _apply(
         self, spec: ScheduleSpec, params: BaseModel, paused: bool | None, active: bool = True
-    ) -> uuid.UUID:
+    ) -> ScheduleView:
+        """Upsert the deployment and answer with what Prefect stored (no second read)."""
         pipeline = PIPELINES[spec.pipeline]
         schedule = to_prefect_schedule(spec.timing)
-        schedules = (
-            [DeploymentScheduleCreate(schedule=schedule, active=active, slug=spec.timing.type)]
+        fields: dict[str, Any] = {
+            "name": spec.name,
+            "description": spec.description,
+            "entrypoint": pipeline.entrypoint,
+            "parameters": params.model_dump(mode="json", exclude_none=True),
+            "parameter_openapi_schema": _parameter_schema(pipeline),
+            "schedules": [
+                DeploymentScheduleCreate(schedule=schedule, active=active, slug=spec.timing.type)
+            ]
             if schedule is not None
-            else []
-        )
-        # Prefect's create is an upsert on (flow, name): an update replaces the schedule and
-        # its future auto-scheduled runs, and keeps `paused` unless we pass it.
-        async with self.writes:
-            flow_id = await self.client.create_flow_from_name(pipeline.flow_name)
-            return await self.client.create_deployment(
-                flow_id=flow_id,
-                name=spec.name,
-                description=spec.description,
-                entrypoint=pipeline.entrypoint,
-                work_pool_name=self.work_pool_name,
-                parameters=params.model_dump(mode="json", exclude_none=True),
-                parameter_openapi_schema=_parameter_schema(pipeline),
-                schedules=schedules,
-                tags=sorted({*spec.tags, pipeline.tag}),
-                paused=paused,
-                concurrency_limit=spec.concurrency_limit,
-                concurrency_options=ConcurrencyOptions(
-                    collision_strategy=ConcurrencyLimitStrategy(spec.collision.upper())
-                )
-                if spec.concurrency_limit
-                else None,
-                job_variables={"env": _env(spec)},
+            else [],
+            "tags": sorted({*spec.tags, pipeline.tag}),
+            "concurrency_limit": spec.concurrency_limit,
+            "job_variables": {"env": _env(spec)},
+        }
+        if spec.concurrency_limit:
+            fields["concurrency_options"] = ConcurrencyOptions(
+                collision_strategy=ConcurrencyLimitStrategy(spec.collision.upper())
             )
+        if paused is not None:
+            # Unset, Prefect's upsert keeps the deployment's pause state.
+            fields["paused"] = paused
+        async with self.writes:
+            deployment = await self._upsert_deployment(pipeline.flow_name, fields)
+        return await self._view(deployment, pipeline)
+
+    async def _upsert_deployment(
+        self, flow_name: str, fields: dict[str, Any]
+    ) -> DeploymentResponse:
+        """Prefect's create-deployment call (an upsert on flow and name), keeping its answer.
+
+        `PrefectClient.create_deployment` sends the same body but returns only the id, which
+        would cost a second read; the flow's id is looked up once per process, not per call.
+        """
+        key = (str(self.client.api_url), flow_name)
+        for attempt in (1, 2):
+            cached = key in _FLOW_IDS
+            if not cached:
+                _FLOW_IDS[key] = await self.client.create_flow_from_name(flow_name)
+            body = DeploymentCreate(flow_id=_FLOW_IDS[key], **fields)
+            body.work_pool_name = self.work_pool_name
+            try:
+                response = await self.client.request(
+                    "POST", "/deployments/", json=body.model_dump(mode="json", exclude_unset=True)
+                )
+            except httpx.HTTPStatusError as exc:
+                if cached and attempt == 1 and exc.response.status_code in (404, 409):
+                    _FLOW_IDS.pop(key, None)  # the flow was deleted since: create it again
+                    continue
+                if exc.response.status_code == 409:
+                    raise ObjectAlreadyExists(http_exc=exc) from exc
+                raise
+            return DeploymentResponse.model_validate(response.json())
+        raise AssertionError("unreachable")
 
     async def pause(self, name: str) -> ScheduleView:
         """Pause: Prefect stops scheduling and deletes the future scheduled runs. Idempotent."""
@@ -554,7 +602,7 @@ class ScheduleService:
 
     async def stats(self, name: str) -> ScheduleStats:
         """Totals by state (exact), durations over the newest finished runs, items from outcomes."""
-        deployment, _ = await self._get(name)
+        deployment, pipeline = await self._get(name)
         dep_filter = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
 
         async def count(state: StateType) -> int:
@@ -581,9 +629,7 @@ class ScheduleService:
                 break
         durations = [d for r in finished if (d := run_duration(r)) is not None]
         done = sum(by_state.get(s.value, 0) for s in FINISHED)
-        upcoming = await self._runs(
-            [deployment.id], [StateType.SCHEDULED], FlowRunSort.EXPECTED_START_TIME_ASC, 1
-        )
+        upcoming = (await self._view(deployment, pipeline)).next_runs
         with Session(self.engine) as session:
             items = outcome_totals(session, name)
         return ScheduleStats(
@@ -595,7 +641,7 @@ class ScheduleService:
             last_run_at=finished[0].start_time or finished[0].expected_start_time
             if finished
             else None,
-            next_run_at=upcoming[0].expected_start_time if upcoming else None,
+            next_run_at=upcoming[0] if upcoming else None,
             **items,
         )
 

@@ -50,6 +50,10 @@ def stack_env() -> dict[str, str]:
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS=env.get(
             "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "10"
         ),
+        # A SQLite-backed Prefect server answers 503 while a burst of writes holds its lock;
+        # flow runs and the worker retry those (5 times by default, with backoff) 10 times so
+        # a burst does not crash a run.
+        PREFECT_CLIENT_MAX_RETRIES=env.get("PREFECT_CLIENT_MAX_RETRIES", "10"),
         # The crew scheduler (seed 000) calls our demo crew API unless one is configured.
         CREW_API_URL=settings.crew_api_url or f"{settings.public_api_url}/demo/run-crew",
         SP_PROJECT_DIR=str(PROJECT_DIR),

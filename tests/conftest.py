@@ -13,6 +13,9 @@ _TMP = Path(tempfile.mkdtemp(prefix="sp-tests-"))
 os.environ.setdefault("PREFECT_HOME", str(_TMP / "prefect-home"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# As `make run` does (deployments/stack.py): the test server keeps its state in SQLite, which
+# answers 503 while a burst of writes holds its lock; the worker and flow runs retry longer.
+os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "10")
 os.environ["DATABASE_URL"] = f"sqlite:///{_TMP / 'pipelines.db'}"
 os.environ["WORK_POOL_NAME"] = "test-pipelines"
 os.environ["WORK_POOL_CONCURRENCY"] = "4"

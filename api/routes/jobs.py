@@ -13,7 +13,6 @@ from pydantic.alias_generators import to_camel
 from api.deps import ScheduleServiceDep
 from deployments.service import (
     RunView,
-    ScheduleExists,
     ScheduleNotFound,
     ScheduleView,
     SpecError,
@@ -231,33 +230,23 @@ async def register_job(
 ) -> JobEnvelope:
     """Register a job, or update it in place when the name exists (its enabled state is kept)."""
     try:
-        existing = await service.get(registration.name)
-    except ScheduleNotFound:
-        existing = None
-    try:
-        if existing is None:
-            spec = ScheduleSpec.model_validate(
-                {
-                    "name": registration.name,
-                    "pipeline": PIPELINE,
-                    "paused": not registration.enabled,
-                    **registration.spec_fields(),
-                }
-            )
-            view = await service.create(spec)
-            message = f"Job {registration.name} registered"
-        else:
-            if existing.pipeline != PIPELINE:
-                raise ScheduleExists(registration.name)
-            view = await service.update(
-                registration.name, SchedulePatch.model_validate(registration.spec_fields())
-            )
-            response.status_code = status.HTTP_200_OK
-            message = f"Job {registration.name} updated"
+        spec = ScheduleSpec.model_validate(
+            {
+                "name": registration.name,
+                "pipeline": PIPELINE,
+                "paused": not registration.enabled,
+                **registration.spec_fields(),
+            }
+        )
+        patch = SchedulePatch.model_validate(registration.spec_fields())
+        view, created = await service.put(spec, patch)
     except ValidationError as exc:
         raise _seed_errors([dict(e) for e in exc.errors()]) from None
     except SpecError as exc:
         raise _seed_errors(exc.errors) from None
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    message = f"Job {registration.name} {'registered' if created else 'updated'}"
     return JobEnvelope(message=message, data=_job(view))
 
 

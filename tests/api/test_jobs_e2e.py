@@ -62,7 +62,15 @@ def test_register_trigger_and_read_history_and_stats(api, worker, email_service)
         True,
         "email",
     )
-    assert "nextRunAt" in body  # planned by the scheduler loop, which the test server lacks
+    # Monday 09:00 UTC, from the schedule Prefect stores (its scheduler loop plans the run).
+    next_run = datetime.fromisoformat(body["nextRunAt"])
+    assert (next_run.weekday(), next_run.hour, next_run.minute, next_run.utcoffset()) == (
+        0,
+        9,
+        0,
+        timedelta(0),
+    )
+    assert timedelta(0) < next_run - datetime.now(UTC) <= timedelta(days=7)
 
     triggered = api.post(
         "/api/jobs/weekly-digest/trigger", json={"triggeredByUser": "ops@example.com"}
@@ -202,6 +210,30 @@ def test_an_endpoint_outside_the_allow_list_is_refused(api, prefect_api_url, mon
     response = api.post("/api/jobs/register", json=job("outside", "/api/jobs/x"))
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "endpoint"]
+
+
+def test_a_name_taken_by_another_pipeline_is_a_conflict(api, prefect_api_url):
+    from tests.api.conftest import api_call_spec
+
+    assert api.post("/api/schedules", json=api_call_spec("taken", "http://127.0.0.1:9")).is_success
+    response = api.post("/api/jobs/register", json=job("taken", "/api/jobs/taken"))
+    assert response.status_code == 409, response.text
+    assert api.get("/api/schedules/taken").json()["pipeline"] == "api_call"
+    assert api.delete("/api/schedules/taken").is_success
+
+
+@pytest.mark.e2e
+def test_registering_after_an_operator_deleted_the_flow_recreates_it(api, prefect_api_url):
+    """The flow id is cached per process; a flow deleted in Prefect is created again."""
+    assert api.post("/api/jobs/register", json=job("reflow", "/api/jobs/reflow")).status_code == 201
+    flow = httpx.get(f"{prefect_api_url}/flows/name/service-job").json()
+    assert httpx.delete(f"{prefect_api_url}/flows/{flow['id']}").status_code == 204
+    assert api.get("/api/jobs/reflow").status_code == 404  # its deployments went with it
+
+    again = api.post("/api/jobs/register", json=job("reflow", "/api/jobs/reflow"))
+    assert again.status_code == 201, again.text
+    assert httpx.get(f"{prefect_api_url}/flows/name/service-job").json()["id"] != flow["id"]
+    assert api.get("/api/jobs/reflow").json()["data"]["enabled"] is True
 
 
 def test_unknown_jobs_are_404(api):

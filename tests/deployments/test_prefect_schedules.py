@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -9,7 +10,11 @@ import pytest
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
 from pydantic import TypeAdapter
 
-from deployments.prefect_schedules import from_prefect_schedule, to_prefect_schedule
+from deployments.prefect_schedules import (
+    from_prefect_schedule,
+    next_fire_times,
+    to_prefect_schedule,
+)
 from deployments.spec import Timing
 
 timing = TypeAdapter(Timing).validate_python
@@ -99,3 +104,43 @@ def test_once_reads_back_as_its_instant():
     parsed = timing({"type": "once", "at": at.isoformat(), "timezone": "Europe/Paris"})
     back = from_prefect_schedule("once", to_prefect_schedule(parsed))
     assert back.type == "once" and back.when == at
+
+
+def fire(schedule, count: int = 3) -> list[datetime]:
+    return asyncio.run(next_fire_times(schedule, count))
+
+
+@pytest.mark.parametrize(
+    ("spec", "same_wall_time"),
+    [
+        # Paris at 09:30 on Mondays: the UTC hour moves with DST, the local time does not.
+        ({"type": "weekly", "days": ["mon"], "at": "09:30", "timezone": "Europe/Paris"}, True),
+        ({"type": "cron", "cron": "15 4 * * *", "timezone": "America/New_York"}, True),
+        ({"type": "interval", "every_minutes": 90, "timezone": "UTC"}, False),
+        ({"type": "rrule", "rrule": "FREQ=DAILY;BYHOUR=6;BYMINUTE=0", "timezone": "UTC"}, True),
+    ],
+)
+def test_next_fire_times_are_what_prefect_plans(spec, same_wall_time):
+    from prefect.server.schemas.schedules import SCHEDULE_TYPES
+
+    schedule = to_prefect_schedule(timing(spec))
+    assert schedule is not None
+    before = datetime.now(UTC)
+    times = fire(schedule)
+    assert len(times) == 3 and times == sorted(set(times)) and times[0] >= before
+    assert all(t.utcoffset() == timedelta(0) for t in times)
+    # The dates Prefect's scheduler computes from the schedule as its server stores it.
+    stored = TypeAdapter(SCHEDULE_TYPES).validate_python(schedule.model_dump())
+    planned = asyncio.run(stored.get_dates(n=3, start=before))
+    assert times == [d.astimezone(UTC) for d in planned]
+    if same_wall_time:
+        zone = ZoneInfo(spec["timezone"])
+        assert len({t.astimezone(zone).time() for t in times}) == 1
+
+
+def test_no_schedule_or_a_passed_once_fires_never():
+    assert fire(None) == []
+    once = to_prefect_schedule(timing({"type": "once", "at": "2031-03-30T10:30:00Z"}))
+    assert fire(once) == [datetime(2031, 3, 30, 10, 30, tzinfo=UTC)]
+    passed = RRuleSchedule(rrule="DTSTART:20200101T000000\nRRULE:FREQ=DAILY;COUNT=1")
+    assert fire(passed) == []
