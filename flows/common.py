@@ -33,6 +33,11 @@ def current_flow_run_id() -> uuid.UUID:
     return uuid.UUID(run_id) if run_id else uuid.uuid4()
 
 
+def is_first_attempt() -> bool:
+    """True unless Prefect is retrying this flow run (nothing of it can be stored yet)."""
+    return int(flow_run.get_run_count() or 0) <= 1
+
+
 def current_schedule_name() -> str:
     """The schedule (deployment) this run belongs to; the flow run's name when run ad hoc."""
     return deployment.get_name() or flow_run.get_name() or "ad-hoc"

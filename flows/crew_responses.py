@@ -41,6 +41,7 @@ from flows.common import (
     artifact_key,
     current_flow_run_id,
     current_schedule_name,
+    is_first_attempt,
     publish_table,
     record_outcome,
     unwalked,
@@ -79,7 +80,7 @@ class UserTable:
 @dataclass(frozen=True)
 class UserPage:
     users: list[CrewUser]
-    last_uid: str | None  # None: no more users
+    last_uid: str | None  # where the next page starts; None: this is the last page
     already_stored: int = 0
 
 
@@ -119,17 +120,26 @@ def rate_limit_name(host: str) -> str:
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 async def load_users(
-    source: UserTable, after: str | None, limit: int, engine: Engine, flow_run_id: uuid.UUID
+    source: UserTable,
+    after: str | None,
+    limit: int,
+    engine: Engine,
+    flow_run_id: uuid.UUID,
+    retrying: bool,
 ) -> UserPage:
     """The next page of users with a context or goal, minus those this run already stored."""
 
     def read() -> UserPage:
         with source.engine.connect() as conn:
-            rows = load_user_page(conn, source.table, after, limit)
-        with engine.connect() as conn:
-            done = succeeded_uids(conn, flow_run_id, (uid for uid, _, _ in rows))
+            # One row more than the page says whether another page follows, without a query.
+            rows = load_user_page(conn, source.table, after, limit + 1)
+        more, rows = len(rows) > limit, rows[:limit]
+        done: set[str] = set()
+        if retrying:  # a first attempt has stored nothing yet
+            with engine.connect() as conn:
+                done = succeeded_uids(conn, flow_run_id, (uid for uid, _, _ in rows))
         users = [CrewUser(uid, context, goal) for uid, context, goal in rows if uid not in done]
-        return UserPage(users, rows[-1][0] if rows else None, len(done))
+        return UserPage(users, rows[-1][0] if more else None, len(done))
 
     return await anyio.to_thread.run_sync(read)
 
@@ -201,8 +211,11 @@ class Progress:
     artifact never steps back.
     """
 
-    def __init__(self, client: PrefectClient, artifact_id: uuid.UUID, total: int) -> None:
-        self.client, self.artifact_id, self.total = client, artifact_id, total
+    def __init__(
+        self, client: PrefectClient, artifact: asyncio.Future[uuid.UUID], total: int
+    ) -> None:
+        # The artifact is created while the first users load: the calls don't wait for it.
+        self.client, self.artifact, self.total = client, artifact, total
         self.done, self.shown = 0, 0.0
         self.lock = asyncio.Lock()
 
@@ -214,7 +227,7 @@ class Progress:
                 return
             self.shown = percent
             # One client for the run: a new one per update costs ~50 ms of CPU (TLS setup).
-            await aupdate_progress_artifact(self.artifact_id, percent, client=self.client)
+            await aupdate_progress_artifact(await self.artifact, percent, client=self.client)
 
 
 @dataclass
@@ -266,15 +279,14 @@ async def crew_responses(
 
         total = await anyio.to_thread.run_sync(_count, source)
         async with get_client() as prefect, crew_transport(concurrency) as transport:
-            progress = Progress(
-                prefect,
-                await acreate_progress_artifact(
+            artifact = asyncio.ensure_future(
+                acreate_progress_artifact(
                     0.0,
                     key=artifact_key("crew-progress", schedule),
                     description=f"{total} users to send to {endpoint.host}",
-                ),
-                total,
+                )
             )
+            progress = Progress(prefect, artifact, total)
             caller = CrewCaller(
                 transport,
                 endpoint.url,
@@ -288,11 +300,18 @@ async def crew_responses(
 
             async def process(batch: list[CrewUser]) -> None:
                 results = await call_crew(unwalked(caller), unwalked(batch))
-                await store_responses(engine, unwalked(results), run_id)
+                # The artifact's update need not wait for the store (a failed store fails the
+                # run, whatever the artifact says).
+                await asyncio.gather(
+                    store_responses(engine, unwalked(results), run_id),
+                    progress.advance(len(batch)),
+                )
                 tally.add(results)
-                await progress.advance(len(batch))
 
-            await _run_pages(source, engine, run_id, page_size, batch_size, process, tally)
+            try:
+                await _run_pages(source, engine, run_id, page_size, batch_size, process, tally)
+            finally:
+                await artifact  # created even for a run with no user
     except Exception as exc:
         outcome.error = describe_error(exc)
         raise
@@ -330,8 +349,12 @@ async def _run_pages(
     max_pending = max(2, 2 * page_size // batch_size)
     pending: set[asyncio.Future[None]] = set()
 
+    retrying = not is_first_attempt()
+
     def load(after: str | None) -> asyncio.Future[UserPage]:
-        return asyncio.ensure_future(load_users(unwalked(source), after, page_size, engine, run_id))
+        return asyncio.ensure_future(
+            load_users(unwalked(source), after, page_size, engine, run_id, retrying)
+        )
 
     next_page = load(None)
     try:
@@ -340,15 +363,16 @@ async def _run_pages(
             # Users a failed attempt of this run already stored count as succeeded.
             tally.already_stored += page.already_stored
             tally.succeeded += page.already_stored
-            if page.last_uid is None:
-                break
-            next_page = load(page.last_uid)
+            if page.last_uid is not None:
+                next_page = load(page.last_uid)
             for start in range(0, len(page.users), batch_size):
                 pending.add(asyncio.ensure_future(process(page.users[start : start + batch_size])))
             while len(pending) > max_pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
                     future.result()
+            if page.last_uid is None:
+                break
         await asyncio.gather(*pending)
         pending.clear()
     finally:

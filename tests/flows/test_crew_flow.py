@@ -120,6 +120,14 @@ def test_the_seeds_request_body_is_sent_and_the_answer_stored(crew, users, sqlit
     assert '"plan for goal 1"' in row[2]
 
 
+@pytest.mark.parametrize("page_size", [7, 79, 80, 81])
+def test_pages_of_any_size_send_every_user_once(crew, users, sqlite_engine, page_size):
+    """80 eligible users: pages that end before, at and after the last user."""
+    assert run(page_size=page_size, batch_size=5) == {"succeeded": 80, "failed": 0}
+    assert sorted(crew.bodies, key=str) == sorted((crew_body(u) for u in users), key=str)
+    assert len(stored(sqlite_engine)) == 80
+
+
 def test_a_flow_retry_after_the_api_was_down_stores_each_user_once(crew, users, sqlite_engine):
     # The API refuses everyone twice: with one call retry, every user fails, so the run fails
     # and Prefect retries it; the same run then stores each user once, as succeeded.
