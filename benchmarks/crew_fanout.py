@@ -47,7 +47,7 @@ import sqlalchemy as sa
 from httpx_aiohttp import AiohttpTransport
 
 from benchmarks.store_records import scratch_postgres
-from tests.utils.fake_crew import free_port
+from tests.utils.ports import free_port
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"

@@ -45,7 +45,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -84,6 +83,7 @@ from deployments.pipelines import PIPELINES
 from deployments.service import RETRIES_ENV, RETRY_DELAY_ENV, _parameter_schema, ensure_work_pool
 from settings import DATA_DIR, PROJECT_DIR
 from tests.utils.http_source import HttpSource, Reply, serve_http_source
+from tests.utils.ports import free_port
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 PIPELINE = PIPELINES["service_job"]
@@ -109,12 +109,6 @@ class Stack:
 
 
 # -- processes ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start(

@@ -21,20 +21,13 @@ os.environ["WORK_POOL_NAME"] = "test-pipelines"
 os.environ["WORK_POOL_CONCURRENCY"] = "4"
 os.environ.pop("API_KEYS", None)
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
+from tests.utils.ports import free_port  # noqa: E402
 
 # The fake email-service of the job registry tests; the worker inherits the variable.
-EMAIL_SERVICE_PORT = _free_port()
+EMAIL_SERVICE_PORT = free_port()
 os.environ["EMAIL_SERVICE_URL"] = f"http://127.0.0.1:{EMAIL_SERVICE_PORT}"
 # The fake crew API of the crew pipeline tests (CREW_API_URL, as the seed configures it).
-CREW_API_PORT = _free_port()
+CREW_API_PORT = free_port()
 os.environ["CREW_API_URL"] = f"http://127.0.0.1:{CREW_API_PORT}/run-crew"
 
 import signal  # noqa: E402

@@ -140,9 +140,42 @@ def test_bad_response_queries_name_the_parameter(api, params, loc):
     assert response.status_code == 422 and loc in locs(response)
 
 
-def test_dates_are_read_as_iso_8601_like_the_seed(api):
-    for params in ({"startDate": "2025-11-01"}, {"endDate": "2025-11-01T10:30:00.000Z"}):
-        assert api.get("/api/crew-responses", params=params).status_code == 200
+def test_dates_are_read_as_iso_8601_like_the_seed(api, sqlite_engine):
+    """As JavaScript's Date reads them: a bare date is midnight UTC; bounds are inclusive."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from db.crew import upsert_crew_responses
+
+    times = ["2025-10-31T23:59:59", "2025-11-01T00:00:00", "2025-11-01T10:30:00", "2025-11-02"]
+    run_id = uuid.uuid4()
+    with sqlite_engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM crew_responses")
+        upsert_crew_responses(
+            conn,
+            [
+                {
+                    "user_uid": f"dated-{i}",
+                    "request_context": "c",
+                    "request_goal": "g",
+                    "response_data": {},
+                    "created_at": datetime.fromisoformat(at).replace(tzinfo=UTC),
+                    "flow_run_id": run_id,
+                    "status": "succeeded",
+                    "error": None,
+                }
+                for i, at in enumerate(times)
+            ],
+        )
+
+    def uids(**params: str) -> set[str]:
+        answer = api.get("/api/crew-responses", params=params)
+        assert answer.status_code == 200, answer.text
+        return {row["userUid"] for row in answer.json()["data"]}
+
+    assert uids(startDate="2025-11-01") == {"dated-1", "dated-2", "dated-3"}
+    assert uids(endDate="2025-11-01T10:30:00.000Z") == {"dated-0", "dated-1", "dated-2"}
+    assert uids(startDate="2025-11-01T11:30:00+01:00") == {"dated-2", "dated-3"}
 
 
 def test_a_missing_or_malformed_id_is_a_clear_4xx(api):

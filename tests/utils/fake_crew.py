@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import threading
 import time
 import zlib
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import uvicorn
+
+from tests.utils.ports import free_port
 
 Fate = Literal["ok", "fail", "hang"]
 
@@ -96,12 +97,6 @@ async def _answer(send: Any, status: int, body: dict[str, Any]) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
