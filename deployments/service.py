@@ -430,7 +430,8 @@ class ScheduleService:
         """
         deployment = await self._find(spec.name)
         if deployment is None:
-            return await self.create(spec), True
+            params = await self.validate(spec)
+            return await self._apply(spec, params, paused=spec.paused), True
         pipeline = self._pipeline_of(deployment)
         if pipeline.name != spec.pipeline:
             raise ScheduleExists(spec.name)
