@@ -2,12 +2,13 @@
 
 Run: `uv run --no-sync python -m benchmarks.register_jobs [--jobs N] [--prefect-db
 sqlite|postgres|both] [--skip-due]` (defaults 1000 jobs on both databases; on 2 shared cores
-`--jobs 300` took 52 minutes for both, up to 12 a due minute). It needs nothing running: for
-each database it starts a Prefect server on a free port (PREFECT_HOME in a temp dir; for
-PostgreSQL a database `bench_prefect_<hex>` on 127.0.0.1:5432, created here and dropped after),
-a fake `email-service` (tests/utils/http_source.py), our API under uvicorn on a temp SQLite
-database, a process work pool (limit 4, the stack's engine command) and later one process
-worker, with the tuning of `make run` (worker query 1 s, prefetch 20 s, scheduler loop 10 s).
+`--jobs 1000` takes about 25 minutes per database, up to 12 of them the due minute). It needs
+nothing running: for each database it starts a Prefect server on a free port (PREFECT_HOME in a
+temp dir; for PostgreSQL a database `bench_prefect_<hex>` on 127.0.0.1:5432, created here and
+dropped after), a fake `email-service` (tests/utils/http_source.py), our API under uvicorn on a
+temp SQLite database, a process work pool (limit 4, the stack's engine command) and one process
+worker polling it from the start, with the tuning of `make run` (worker query 1 s, prefetch
+20 s, scheduler loop 10 s).
 Every process it started is stopped at the end, also on an error, Ctrl-C or SIGTERM. Logs go to
 .data/bench-logs/register_jobs-<db>/.
 
@@ -25,8 +26,8 @@ What each number means (wall clock of this process; nothing is asserted):
 - stats: job-00000 gets 500 finished runs (created Completed, every fifth Failed); the median
   of 10 GET /api/jobs/job-00000/stats, and the counts it answered.
 - due minute: 100 jobs registered through our API with a cron naming one minute M about 3
-  minutes ahead (`m h D M *`), so each has exactly one run due at M and nothing after it to stop;
-  then the worker starts. Counted: these deployments' runs expected in [M, M+60 s), until all
+  minutes ahead (`m h D M *`), so each has exactly one run due at M and nothing after it to stop.
+  Counted: these deployments' runs expected in [M, M+60 s), until all
   are final or 12 minutes after M. completed / failed (Failed, Crashed, Cancelled) / lost (jobs
   without a finished run for M) / dup (jobs with more than one run for M, or whose endpoint the
   fake service was called for more than once); runs per minute = finished runs per minute from
@@ -81,6 +82,7 @@ from prefect.states import Completed, Failed
 from db.migrate import upgrade
 from deployments.pipelines import PIPELINES
 from deployments.service import RETRIES_ENV, RETRY_DELAY_ENV, _parameter_schema, ensure_work_pool
+from deployments.stack import worker_env
 from settings import DATA_DIR, PROJECT_DIR
 from tests.utils.http_source import HttpSource, Reply, serve_http_source
 from tests.utils.ports import free_port
@@ -363,7 +365,6 @@ async def bench_due(stack: Stack, http: httpx.AsyncClient, client: PrefectClient
         deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=names))
     )
     by_id = {d.id: d.name for d in found}
-    start("worker", ["prefect", "worker", "start", "--pool", POOL, "--type", "process"], stack)
     at_minute = FlowRunFilter(
         expected_start_time=FlowRunFilterExpectedStartTime(
             after_=minute, before_=minute + timedelta(seconds=59)
@@ -428,6 +429,12 @@ async def bench_database(db: str, jobs: int, skip_due: bool) -> Rows:
             httpx.AsyncClient(base_url=stack.api_url, timeout=120) as http,
         ):
             await ensure_work_pool(client, POOL, POOL_LIMIT, f"{sys.executable} -m prefect.engine")
+            # The worker polls from the start, as in `make run`. Started only for the due jobs,
+            # it found ~2,100 deployments never polled (NOT_READY); Prefect marks them ready in
+            # one write transaction that also emits an event per deployment, which on SQLite
+            # held the write lock past every other writer's 60 s timeout: no run started.
+            worker = ["prefect", "worker", "start", "--pool", POOL, "--type", "process"]
+            start("worker", worker, stack, worker_env(stack.env))
             say(f"[{db}] register {jobs} + {jobs}")
             rows = await bench_register(http, client, jobs)
             say(f"[{db}] page of {PAGE}")

@@ -50,10 +50,6 @@ def stack_env() -> dict[str, str]:
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS=env.get(
             "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "10"
         ),
-        # A SQLite-backed Prefect server answers 503 while a burst of writes holds its lock;
-        # flow runs and the worker retry those (5 times by default, with backoff) 10 times so
-        # a burst does not crash a run.
-        PREFECT_CLIENT_MAX_RETRIES=env.get("PREFECT_CLIENT_MAX_RETRIES", "10"),
         # The crew scheduler (seed 000) calls our demo crew API unless one is configured.
         CREW_API_URL=settings.crew_api_url or f"{settings.public_api_url}/demo/run-crew",
         SP_PROJECT_DIR=str(PROJECT_DIR),
@@ -61,6 +57,16 @@ def stack_env() -> dict[str, str]:
         SP_WORK_POOL_NAME=settings.work_pool_name,
     )
     return env
+
+
+def worker_env(env: dict[str, str]) -> dict[str, str]:
+    """The worker's environment, which its flow runs inherit.
+
+    A SQLite-backed Prefect server answers 503 while a burst of writes holds its lock; the
+    worker and flow runs retry those 10 times (default 5, with exponential backoff) so a burst
+    does not crash a run. Our API keeps the default: it answers a client 503 sooner.
+    """
+    return {"PREFECT_CLIENT_MAX_RETRIES": "10", **env}
 
 
 def worker_command(pool: str) -> list[str]:
@@ -169,11 +175,7 @@ def main() -> None:
         procs.append(
             (
                 "worker",
-                start(
-                    worker_command(settings.work_pool_name),
-                    "worker",
-                    env,
-                ),
+                start(worker_command(settings.work_pool_name), "worker", worker_env(env)),
             )
         )
         api = start(

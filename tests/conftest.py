@@ -13,9 +13,6 @@ _TMP = Path(tempfile.mkdtemp(prefix="sp-tests-"))
 os.environ.setdefault("PREFECT_HOME", str(_TMP / "prefect-home"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-# As `make run` does (deployments/stack.py): the test server keeps its state in SQLite, which
-# answers 503 while a burst of writes holds its lock; the worker and flow runs retry longer.
-os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "10")
 os.environ["DATABASE_URL"] = f"sqlite:///{_TMP / 'pipelines.db'}"
 os.environ["WORK_POOL_NAME"] = "test-pipelines"
 os.environ["WORK_POOL_CONCURRENCY"] = "4"
@@ -152,11 +149,11 @@ def worker(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real `prefect worker` polling the pool every second (flows write to the session DB)."""
     log = open(tmp_root / "worker.log", "wb")  # noqa: SIM115
-    from deployments.stack import worker_command
+    from deployments.stack import worker_command, worker_env
 
     proc = subprocess.Popen(
         worker_command(work_pool),
-        env=prefect_env(prefect_api_url, PREFECT_WORKER_QUERY_SECONDS="1"),
+        env=worker_env(prefect_env(prefect_api_url, PREFECT_WORKER_QUERY_SECONDS="1")),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
