@@ -6,9 +6,9 @@ sqlite|postgres|both] [--skip-due]` (defaults 1000 jobs on both databases; on 2 
 nothing running: for each database it starts a Prefect server on a free port (PREFECT_HOME in a
 temp dir; for PostgreSQL a database `bench_prefect_<hex>` on 127.0.0.1:5432, created here and
 dropped after), a fake `email-service` (tests/utils/http_source.py), our API under uvicorn on a
-temp SQLite database, a process work pool (limit 4, the stack's engine command) and one process
-worker polling it from the start, with the tuning of `make run` (worker query 1 s, prefetch
-20 s, scheduler loop 10 s).
+temp SQLite database, a process work pool (limit 4, the stack's engine command) and, unless
+--skip-due, one process worker polling it from the start, with the tuning of `make run` (worker
+query 1 s, prefetch 20 s, scheduler loop 10 s).
 Every process it started is stopped at the end, also on an error, Ctrl-C or SIGTERM. Logs go to
 .data/bench-logs/register_jobs-<db>/.
 
@@ -429,12 +429,14 @@ async def bench_database(db: str, jobs: int, skip_due: bool) -> Rows:
             httpx.AsyncClient(base_url=stack.api_url, timeout=120) as http,
         ):
             await ensure_work_pool(client, POOL, POOL_LIMIT, f"{sys.executable} -m prefect.engine")
-            # The worker polls from the start, as in `make run`. Started only for the due jobs,
-            # it found ~2,100 deployments never polled (NOT_READY); Prefect marks them ready in
-            # one write transaction that also emits an event per deployment, which on SQLite
-            # held the write lock past every other writer's 60 s timeout: no run started.
-            worker = ["prefect", "worker", "start", "--pool", POOL, "--type", "process"]
-            start("worker", worker, stack, worker_env(stack.env))
+            if not skip_due:
+                # For the due minute the worker polls from the start, as in `make run`. Started
+                # only for the due jobs, it found ~2,100 deployments never polled (NOT_READY),
+                # which Prefect marks ready in one write transaction that also emits an event
+                # per deployment; on SQLite that held the write lock past every other writer's
+                # 60 s timeout and no run started.
+                worker = ["prefect", "worker", "start", "--pool", POOL, "--type", "process"]
+                start("worker", worker, stack, worker_env(stack.env))
             say(f"[{db}] register {jobs} + {jobs}")
             rows = await bench_register(http, client, jobs)
             say(f"[{db}] page of {PAGE}")
