@@ -41,7 +41,7 @@ from prefect.client.schemas.objects import (
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.schedules import NoSchedule
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 from prefect.utilities.callables import parameter_schema
 from pydantic import BaseModel, Field, ValidationError
@@ -489,25 +489,28 @@ class ScheduleService:
         would cost a second read; the flow's id is looked up once per process, not per call.
         """
         key = (str(self.client.api_url), flow_name)
-        for attempt in (1, 2):
-            cached = key in _FLOW_IDS
-            if not cached:
-                _FLOW_IDS[key] = await self.client.create_flow_from_name(flow_name)
-            body = DeploymentCreate(flow_id=_FLOW_IDS[key], **fields)
-            body.work_pool_name = self.work_pool_name
-            try:
-                response = await self.client.request(
-                    "POST", "/deployments/", json=body.model_dump(mode="json", exclude_unset=True)
-                )
-            except httpx.HTTPStatusError as exc:
-                if cached and attempt == 1 and exc.response.status_code in (404, 409):
-                    _FLOW_IDS.pop(key, None)  # the flow was deleted since: create it again
-                    continue
-                if exc.response.status_code == 409:
-                    raise ObjectAlreadyExists(http_exc=exc) from exc
+        cached = _FLOW_IDS.get(key)
+        try:
+            return await self._post_deployment(cached or await self._flow_id(key), fields)
+        except httpx.HTTPStatusError as exc:
+            if cached is None or exc.response.status_code not in (404, 409):
                 raise
-            return DeploymentResponse.model_validate(response.json())
-        raise AssertionError("unreachable")
+        # The cached flow was deleted since (an operator's `prefect flow delete`): create it again.
+        return await self._post_deployment(await self._flow_id(key), fields)
+
+    async def _flow_id(self, key: tuple[str, str]) -> uuid.UUID:
+        _FLOW_IDS[key] = await self.client.create_flow_from_name(key[1])
+        return _FLOW_IDS[key]
+
+    async def _post_deployment(
+        self, flow_id: uuid.UUID, fields: dict[str, Any]
+    ) -> DeploymentResponse:
+        body = DeploymentCreate(flow_id=flow_id, **fields)
+        body.work_pool_name = self.work_pool_name
+        response = await self.client.request(
+            "POST", "/deployments/", json=body.model_dump(mode="json", exclude_unset=True)
+        )
+        return DeploymentResponse.model_validate(response.json())
 
     async def pause(self, name: str) -> ScheduleView:
         """Pause: Prefect stops scheduling and deletes the future scheduled runs. Idempotent."""
