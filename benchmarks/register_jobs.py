@@ -81,6 +81,7 @@ from prefect.states import Completed, Failed
 
 from db.migrate import upgrade
 from deployments.pipelines import PIPELINES
+from deployments.prefect_patches import cache_schedule_checks
 from deployments.service import RETRIES_ENV, RETRY_DELAY_ENV, _parameter_schema, ensure_work_pool
 from deployments.stack import worker_env
 from settings import DATA_DIR, PROJECT_DIR
@@ -108,6 +109,7 @@ class Stack:
     logs: Path
     source: HttpSource
     cleanup: contextlib.ExitStack
+    prefect_cli: str  # module run as Prefect's CLI: ours (deployments.prefect_server) or prefect
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -168,8 +170,9 @@ def scratch_database() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def running_stack(db: str) -> Iterator[Stack]:
-    """Fake service, Prefect server (on `db`), work pool and our API; all stopped on exit."""
+def running_stack(db: str, prefect_cli: str) -> Iterator[Stack]:
+    """Fake service, Prefect server (on `db`, run by the module `prefect_cli`), work pool and our
+    API; all stopped on exit."""
     with contextlib.ExitStack() as cleanup:
         tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-jobs-")))
         logs = DATA_DIR / "bench-logs" / f"register_jobs-{db}"
@@ -196,13 +199,20 @@ def running_stack(db: str) -> Iterator[Stack]:
             WORK_POOL_NAME=POOL,
         )
         stack = Stack(
-            env["PREFECT_API_URL"], f"http://127.0.0.1:{api_port}", env, logs, source, cleanup
+            env["PREFECT_API_URL"],
+            f"http://127.0.0.1:{api_port}",
+            env,
+            logs,
+            source,
+            cleanup,
+            prefect_cli,
         )
         server_env = dict(env)
         if db == "postgres":
             url = cleanup.enter_context(scratch_database())
             server_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = url
-        server = ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)]
+        server = [prefect_cli, "server", "start", "--host", "127.0.0.1"]
+        server += ["--port", str(prefect_port)]
         start("prefect-server", server, stack, server_env, up=f"{stack.prefect_api}/health")
         upgrade(env["DATABASE_URL"])
         api = ["uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(api_port)]
@@ -422,8 +432,8 @@ def due_rows(
     ]
 
 
-async def bench_database(db: str, jobs: int, skip_due: bool) -> Rows:
-    with running_stack(db) as stack:
+async def bench_database(db: str, prefect_cli: str, jobs: int, skip_due: bool) -> Rows:
+    with running_stack(db, prefect_cli) as stack:
         async with (
             PrefectClient(api=stack.prefect_api) as client,
             httpx.AsyncClient(base_url=stack.api_url, timeout=120) as http,
@@ -435,7 +445,7 @@ async def bench_database(db: str, jobs: int, skip_due: bool) -> Rows:
                 # which Prefect marks ready in one write transaction that also emits an event
                 # per deployment; on SQLite that held the write lock past every other writer's
                 # 60 s timeout and no run started.
-                worker = ["prefect", "worker", "start", "--pool", POOL, "--type", "process"]
+                worker = [stack.prefect_cli, "worker", "start", "--pool", POOL, "--type", "process"]
                 start("worker", worker, stack, worker_env(stack.env))
             say(f"[{db}] register {jobs} + {jobs}")
             rows = await bench_register(http, client, jobs)
@@ -463,12 +473,20 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000, help="jobs to register (default 1000)")
     parser.add_argument("--prefect-db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--skip-due", action="store_true", help="leave out the due minute")
+    parser.add_argument(
+        "--prefect-unpatched",
+        action="store_true",
+        help="run Prefect's server, worker and client here without deployments.prefect_patches",
+    )
     args = parser.parse_args()
+    prefect_cli = "prefect" if args.prefect_unpatched else "deployments.prefect_server"
+    if not args.prefect_unpatched:
+        cache_schedule_checks()  # Prefect's client here parses deployments, as our API does
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up on SIGTERM too
     results: dict[str, Rows] = {}
     for db in ["sqlite", "postgres"] if args.prefect_db == "both" else [args.prefect_db]:
         try:
-            results[db] = asyncio.run(bench_database(db, args.jobs, args.skip_due))
+            results[db] = asyncio.run(bench_database(db, prefect_cli, args.jobs, args.skip_due))
         except Exception as exc:
             traceback.print_exc()
             say(f"[{db}] failed: {exc!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -114,11 +115,19 @@ async def next_fire_times(schedule: PrefectSchedule | None, count: int) -> list[
     """The next `count` times from now that Prefect's scheduler plans for `schedule`.
 
     Prefect's own schedule maths (its server-side schedule models), so the answer is the
-    runs the scheduler will create, whether or not its loop has created them yet.
+    runs the scheduler will create, whether or not its loop has created them yet. That maths
+    costs ~0.3 ms a schedule (a page of 50 jobs doubled Prefect's own time for the page), so
+    answers are kept per schedule and count until the first of them passes: until then the
+    next `count` times from now are the same times.
     """
+    if schedule is None:
+        return []
+    key = (type(schedule).__name__, schedule.model_dump_json(), count)
+    known = _NEXT_TIMES.get(key)
+    if known is not None and (not known or known[0] > datetime.now(UTC)):
+        _NEXT_TIMES.move_to_end(key)
+        return list(known)
     match schedule:
-        case None:
-            return []
         case CronSchedule():
             server: server_schedules.SCHEDULE_TYPES = server_schedules.CronSchedule.model_construct(
                 **dict(schedule)
@@ -127,4 +136,13 @@ async def next_fire_times(schedule: PrefectSchedule | None, count: int) -> list[
             server = server_schedules.IntervalSchedule.model_validate(schedule.model_dump())
         case RRuleSchedule():
             server = server_schedules.RRuleSchedule.model_validate(schedule.model_dump())
-    return [d.astimezone(UTC) for d in await server.get_dates(n=count)]
+    times: list[datetime] = [d.astimezone(UTC) for d in await server.get_dates(n=count)]
+    _NEXT_TIMES[key] = times
+    if len(_NEXT_TIMES) > _NEXT_TIMES_KEPT:
+        _NEXT_TIMES.popitem(last=False)
+    return list(times)
+
+
+# Next fire times by (schedule type, schedule JSON, count), least recently used first.
+_NEXT_TIMES: OrderedDict[tuple[str, str, int], list[datetime]] = OrderedDict()
+_NEXT_TIMES_KEPT = 10_000

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, available_timezones
 
 from dateutil.rrule import rrulestr
-from prefect._internal.schemas.validators import validate_cron_string
+from prefect._internal.schemas import validators
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -47,7 +47,7 @@ def check_cron(value: str) -> str:
             f"{value!r} is not a 5-field cron expression (minute hour day month weekday)"
         )
     try:
-        return validate_cron_string(value)
+        return validators.validate_cron_string(value)  # cached by prefect_patches
     except ValueError as exc:
         raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
 

@@ -71,7 +71,10 @@ def worker_env(env: dict[str, str]) -> dict[str, str]:
 
 def worker_command(pool: str) -> list[str]:
     """One process worker on `pool` (stop it with SIGINT: it ignores a single SIGTERM)."""
-    return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+    return [
+        *[sys.executable, "-m", "deployments.prefect_server"],
+        *["worker", "start", "--pool", pool, "--type", "process"],
+    ]
 
 
 def prefect(*args: str, env: dict[str, str]) -> None:
@@ -152,7 +155,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "prefect",
+                "deployments.prefect_server",
                 "server",
                 "start",
                 "--host",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -37,7 +38,7 @@ from sqlalchemy.engine import Engine  # noqa: E402
 
 from db.engine import create_db_engine  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
-from settings import get_settings  # noqa: E402
+from settings import PROJECT_DIR, get_settings  # noqa: E402
 from tests.utils.fake_crew import FakeCrew, serve_fake_crew  # noqa: E402
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -55,11 +56,17 @@ def tmp_root() -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_api_url() -> Iterator[str]:
-    """One temporary Prefect server for the whole session (never nested)."""
+    """One temporary Prefect server for the whole session (never nested), with our fixes."""
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with contextlib.ExitStack() as harness:
+        # The server process starts inside the harness's __enter__ and inherits os.environ.
+        with pytest.MonkeyPatch.context() as env:
+            hooks = Path(__file__).parent / "prefect_server_hooks"
+            paths = os.pathsep.join([str(hooks), str(PROJECT_DIR)])
+            env.setenv("PYTHONPATH", paths, prepend=os.pathsep)
+            harness.enter_context(prefect_test_harness(server_startup_timeout=120))
         yield str(PREFECT_API_URL.value())
 
 

@@ -258,6 +258,11 @@ def test_list_filters_and_pages(api):
     api.post("/api/schedules/list-1/pause")
     page = api.get("/api/schedules", params={"tag": "team:list", "limit": 2}).json()
     assert page["count"] == 3 and [s["name"] for s in page["data"]] == ["list-0", "list-1"]
+    # Whole pages come from Prefect's paginate call, other offsets from filter + count.
+    for offset, names in [(2, ["list-2"]), (1, ["list-1", "list-2"]), (3, []), (4, [])]:
+        params = {"tag": "team:list", "limit": 2, "offset": offset}
+        page = api.get("/api/schedules", params=params).json()
+        assert page["count"] == 3 and [s["name"] for s in page["data"]] == names, offset
     paused = api.get("/api/schedules", params={"tag": "team:list", "paused": True}).json()
     assert [s["name"] for s in paused["data"]] == ["list-1"]
     assert api.get("/api/schedules", params={"pipeline": "nope"}).json() == {"data": [], "count": 0}

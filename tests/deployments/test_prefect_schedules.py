@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -144,3 +145,31 @@ def test_no_schedule_or_a_passed_once_fires_never():
     assert fire(once) == [datetime(2031, 3, 30, 10, 30, tzinfo=UTC)]
     passed = RRuleSchedule(rrule="DTSTART:20200101T000000\nRRULE:FREQ=DAILY;COUNT=1")
     assert fire(passed) == []
+
+
+def test_next_fire_times_are_kept_until_the_first_passes(monkeypatch):
+    from deployments import prefect_schedules
+
+    monkeypatch.setattr(prefect_schedules, "_NEXT_TIMES", OrderedDict())  # none kept yet
+    schedule = CronSchedule(cron="0 9 * * 1", timezone="Europe/Paris")
+    first = fire(schedule)
+    calls = 0
+    real = prefect_schedules.server_schedules.CronSchedule.get_dates
+
+    async def counting(self, *args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(prefect_schedules.server_schedules.CronSchedule, "get_dates", counting)
+    assert fire(schedule) == first and calls == 0  # kept
+    first.append(first[0])  # callers get their own list
+    assert fire(schedule) == first[:3] and calls == 0
+    # Once the first kept time has passed, the times are computed again.
+    key = next(k for k in prefect_schedules._NEXT_TIMES if k[1] == schedule.model_dump_json())
+    prefect_schedules._NEXT_TIMES[key] = [datetime(2020, 1, 6, 8, tzinfo=UTC)]
+    assert fire(schedule) == first[:3] and calls == 1
+    # Another count, time zone or cron is another schedule.
+    fire(schedule, 2)
+    fire(CronSchedule(cron="0 9 * * 1", timezone="UTC"))
+    assert calls == 3

@@ -1,0 +1,22 @@
+"""Prefect's CLI with our fixes installed: `python -m deployments.prefect_server server start ...`.
+
+The same command line, options and settings as `prefect server start` (or any other Prefect
+command); the process first installs `deployments.prefect_patches`' two fixes (see there why):
+time zones listed once, and garbage collected off the event loop.
+"""
+
+from __future__ import annotations
+
+from deployments.prefect_patches import cache_schedule_checks, collect_garbage_off_the_loop
+
+
+def main() -> None:
+    from prefect.cli import app
+
+    cache_schedule_checks()
+    collect_garbage_off_the_loop()
+    app()
+
+
+if __name__ == "__main__":
+    main()
