@@ -28,7 +28,7 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 @cache
 def _zones() -> frozenset[str]:
-    """The IANA zones Prefect accepts (it checks against the same list, uncached)."""
+    """The IANA zones Prefect accepts (the list it checks against), as a set, computed once."""
     return frozenset(available_timezones())
 
 
