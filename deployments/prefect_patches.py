@@ -25,7 +25,7 @@ and the coroutine holding the write lock, which needs the event loop to commit, 
 whole server stops for 60 s, then the waiter fails with "database is locked" and makes more such
 garbage. Seen in `benchmarks/register_jobs.py` (py-spy: the loop thread in `gc_collect_main` ->
 `cursor_dealloc` -> `sqlite3_reset` -> `pthread_mutex_lock`; tasks stalled exactly 60.1 s) and
-reproduced in tests/deployments/test_prefect_patches.py. `collect_garbage_off_the_loop()` turns
+reproduced by tests/utils/gc_deadlock.py. `collect_garbage_off_the_loop()` turns
 automatic collection off and runs the same generational collections from a thread of its own, so
 a blocked finalizer stalls only that thread until the lock holder, still scheduled, commits.
 """
@@ -42,6 +42,12 @@ from prefect._internal.schemas import validators
 from prefect.client.schemas import schedules as client_schedules
 from prefect.server.schemas import schedules as server_schedules
 from prefect.types import _datetime
+
+
+def install_server_fixes() -> None:
+    """Both fixes, for a Prefect server process (ours or the test harness's); call it first."""
+    cache_schedule_checks()
+    collect_garbage_off_the_loop()
 
 
 def cache_schedule_checks() -> None:

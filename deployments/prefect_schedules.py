@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
 from prefect.server.schemas import schedules as server_schedules
+from pydantic import TypeAdapter
 
 from deployments.spec import (
     WEEKDAYS,
@@ -120,15 +121,7 @@ async def next_fire_times(schedule: PrefectSchedule | None, count: int) -> list[
     if known is not None and (not known or known[0] > datetime.now(UTC)):
         _NEXT_TIMES.move_to_end(key)
         return list(known)
-    match schedule:
-        case CronSchedule():
-            server: server_schedules.SCHEDULE_TYPES = server_schedules.CronSchedule.model_construct(
-                **dict(schedule)
-            )
-        case IntervalSchedule():
-            server = server_schedules.IntervalSchedule.model_validate(schedule.model_dump())
-        case RRuleSchedule():
-            server = server_schedules.RRuleSchedule.model_validate(schedule.model_dump())
+    server = _AS_SERVER_SCHEDULE.validate_python(schedule.model_dump())
     times: list[datetime] = [d.astimezone(UTC) for d in await server.get_dates(n=count)]
     _NEXT_TIMES[key] = times
     if len(_NEXT_TIMES) > _NEXT_TIMES_KEPT:
@@ -136,6 +129,10 @@ async def next_fire_times(schedule: PrefectSchedule | None, count: int) -> list[
     return list(times)
 
 
+# The schedule as Prefect's server stores it (the model whose maths its scheduler runs).
+_AS_SERVER_SCHEDULE: TypeAdapter[server_schedules.SCHEDULE_TYPES] = TypeAdapter(
+    server_schedules.SCHEDULE_TYPES
+)
 # Next fire times by (schedule type, schedule JSON, count), least recently used first.
 _NEXT_TIMES: OrderedDict[tuple[str, str, int], list[datetime]] = OrderedDict()
 _NEXT_TIMES_KEPT = 10_000

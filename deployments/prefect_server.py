@@ -2,19 +2,18 @@
 
 The same command line, options and settings as `prefect server start` (or any other Prefect
 command); the process first installs `deployments.prefect_patches`' two fixes (see there why):
-time zones listed once, and garbage collected off the event loop.
+schedule checks done once, and garbage collected off the event loop.
 """
 
 from __future__ import annotations
 
-from deployments.prefect_patches import cache_schedule_checks, collect_garbage_off_the_loop
+from deployments.prefect_patches import install_server_fixes
 
 
 def main() -> None:
     from prefect.cli import app
 
-    cache_schedule_checks()
-    collect_garbage_off_the_loop()
+    install_server_fixes()
     app()
 
 

@@ -63,10 +63,10 @@ def test_a_cron_string_is_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
                 model(cron=cron, timezone="UTC")
 
 
-def run_module(*args: str) -> str:
-    """`python -m <args>` in the project; its standard output."""
+def run_python(*args: str) -> str:
+    """`python <args>` in the project; its standard output."""
     return subprocess.run(
-        [sys.executable, "-m", *args],
+        [sys.executable, *args],
         cwd=PROJECT_DIR,
         capture_output=True,
         text=True,
@@ -76,12 +76,27 @@ def run_module(*args: str) -> str:
 
 
 def test_prefect_server_module_is_prefects_cli() -> None:
-    out = run_module("deployments.prefect_server", "version")
+    out = run_python("-m", "deployments.prefect_server", "version")
     assert "Version:" in out and "3.8." in out
 
 
+def test_prefect_server_module_installs_both_fixes_before_prefect_runs() -> None:
+    # Prefect's CLI replaced by a probe that reports what it finds when it is called.
+    probe = (
+        "import gc, json, threading, prefect.cli, prefect.types._datetime as d\n"
+        "prefect.cli.app = lambda: print(json.dumps({'gc': gc.isenabled(), "
+        "'zones': hasattr(d.get_timezones, 'cache_info'), "
+        "'threads': [t.name for t in threading.enumerate()]}))\n"
+        "from deployments.prefect_server import main\n"
+        "main()\n"
+    )
+    found = json.loads(run_python("-c", probe).splitlines()[-1])
+    assert found["gc"] is False and found["zones"] is True
+    assert "gc-off-the-loop" in found["threads"]
+
+
 def run_gc_scene(mode: str) -> dict[str, object]:
-    return json.loads(run_module("tests.utils.gc_deadlock", mode).splitlines()[-1])
+    return json.loads(run_python("-m", "tests.utils.gc_deadlock", mode).splitlines()[-1])
 
 
 def test_garbage_collected_on_the_loop_stalls_it_for_the_busy_timeout() -> None:

@@ -6,7 +6,6 @@ process's PYTHONPATH, so the server under test gets the fixes `make run`'s serve
 `python -m deployments.prefect_server` (see deployments/prefect_patches.py).
 """
 
-from deployments.prefect_patches import cache_schedule_checks, collect_garbage_off_the_loop
+from deployments.prefect_patches import install_server_fixes
 
-cache_schedule_checks()
-collect_garbage_off_the_loop()
+install_server_fixes()
