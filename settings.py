@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     # Prefect (~2 s of CPU); two cores stay responsive with a handful.
     work_pool_concurrency: int = Field(default=4, ge=1)
     # What a worker runs for each flow run: the engine directly, one process per run
-    # (see deployments.service.process_job_template). `python` is the worker's own,
+    # (see deployments.work_pool.process_job_template). `python` is the worker's own,
     # first on PATH under `uv run` or an activated virtualenv.
     flow_run_command: str = "python -m prefect.engine"
 

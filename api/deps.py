@@ -12,6 +12,7 @@ from prefect.client.orchestration import PrefectClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from deployments.crew_scheduler import CrewScheduler
 from deployments.service import ScheduleService
 from settings import Settings, get_settings
 
@@ -45,12 +46,38 @@ PrefectClientDep = Annotated[PrefectClient, Depends(get_prefect_client)]
 def get_schedule_service(
     request: Request, client: PrefectClientDep, engine: EngineDep, settings: SettingsDep
 ) -> ScheduleService:
+    """Schedules of every pipeline."""
     return ScheduleService(
         client, engine, settings.work_pool_name, writes=request.app.state.prefect_writes
     )
 
 
 ScheduleServiceDep = Annotated[ScheduleService, Depends(get_schedule_service)]
+
+
+def get_job_service(
+    request: Request, client: PrefectClientDep, engine: EngineDep, settings: SettingsDep
+) -> ScheduleService:
+    """The service-job registry's jobs: schedules of the service_job pipeline only."""
+    return ScheduleService(
+        client,
+        engine,
+        settings.work_pool_name,
+        writes=request.app.state.prefect_writes,
+        pipeline="service_job",
+        noun="job",
+    )
+
+
+JobServiceDep = Annotated[ScheduleService, Depends(get_job_service)]
+
+
+def get_crew_scheduler(service: ScheduleServiceDep, settings: SettingsDep) -> CrewScheduler:
+    """The crew scheduler's one schedule."""
+    return CrewScheduler(service, settings)
+
+
+CrewSchedulerDep = Annotated[CrewScheduler, Depends(get_crew_scheduler)]
 
 _bearer = HTTPBearer(auto_error=False)
 

@@ -15,16 +15,16 @@ from sqlalchemy.engine import Engine
 from api.deps import require_api_key
 from api.routes import crew, demo, health, jobs, records, runs, schedules
 from db.engine import get_engine
+from deployments.errors import ScheduleExists, ScheduleNotFound, SpecError
 from deployments.prefect_patches import cache_schedule_checks
-from deployments.service import ScheduleExists, ScheduleNotFound, SpecError
 
 
 def create_app(engine: Engine | None = None) -> FastAPI:
     """The API app; `engine` overrides the configured database (tests)."""
-    cache_schedule_checks()  # every deployment we read from Prefect builds its schedule
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cache_schedule_checks()  # every deployment we read from Prefect builds its schedule
         app.state.engine = engine or get_engine()
         app.state.prefect_writes = asyncio.Semaphore(4)
         async with get_client() as client:

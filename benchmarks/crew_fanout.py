@@ -46,8 +46,8 @@ import httpx
 import sqlalchemy as sa
 from httpx_aiohttp import AiohttpTransport
 
-from benchmarks.store_records import scratch_postgres
 from tests.utils.ports import free_port
+from tests.utils.postgres import scratch_postgres
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -296,7 +296,9 @@ def main() -> None:
                 databases["SQLite"] = f"sqlite:///{tmp}/crew.db"
             if args.only != "sqlite":
                 admin = os.environ.get("TEST_POSTGRES_URL", DEFAULT_PG)
-                databases["PostgreSQL"] = stack.enter_context(scratch_postgres(admin))
+                databases["PostgreSQL"] = stack.enter_context(
+                    scratch_postgres(admin, prefix="sp_bench_")
+                )
             with prefect_test_harness(server_startup_timeout=120):
                 rows = asyncio.run(bench(args, url, databases))
     report(rows, floor)

@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
+import sqlalchemy as sa
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.filters import (
@@ -85,11 +85,13 @@ from prefect.states import Completed, Failed
 from db.migrate import upgrade
 from deployments.pipelines import PIPELINES
 from deployments.prefect_patches import cache_schedule_checks
-from deployments.service import RETRIES_ENV, RETRY_DELAY_ENV, _parameter_schema, ensure_work_pool
 from deployments.stack import worker_env
+from deployments.views import RETRIES_ENV, RETRY_DELAY_ENV
+from deployments.work_pool import ensure_work_pool
 from settings import DATA_DIR, PROJECT_DIR
 from tests.utils.http_source import HttpSource, Reply, serve_http_source
 from tests.utils.ports import free_port
+from tests.utils.postgres import scratch_postgres
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 PIPELINE = PIPELINES["service_job"]
@@ -161,15 +163,10 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def scratch_database() -> Iterator[str]:
-    """A new PostgreSQL database for Prefect's server, dropped afterwards."""
-    name = f"bench_prefect_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A new, empty PostgreSQL database for Prefect's server (asyncpg URL), dropped afterwards."""
+    with scratch_postgres(PG_ADMIN, prefix="bench_prefect_", migrate=False) as url:
+        asyncpg = sa.make_url(url).set(drivername="postgresql+asyncpg")
+        yield asyncpg.render_as_string(hide_password=False)
 
 
 @contextlib.contextmanager
@@ -267,7 +264,7 @@ async def register_prefect(client: PrefectClient, flow_id: uuid.UUID, name: str)
         entrypoint=PIPELINE.entrypoint,
         work_pool_name=POOL,
         parameters=params.model_dump(mode="json", exclude_none=True),
-        parameter_openapi_schema=_parameter_schema(PIPELINE),
+        parameter_openapi_schema=PIPELINE.parameter_schema(),
         schedules=[
             DeploymentScheduleCreate(
                 schedule=CronSchedule(cron=YEARLY, timezone="UTC"), slug="cron"

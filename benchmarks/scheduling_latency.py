@@ -44,6 +44,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from deployments.stats import percentile
 from settings import PROJECT_DIR
 
 API_URL = "http://127.0.0.1:8000"
@@ -71,15 +72,6 @@ def spec(name: str, timing: dict[str, Any]) -> dict[str, Any]:
             },
         },
     }
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0..100) with linear interpolation between samples."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def stack_is_up() -> bool:
@@ -210,6 +202,12 @@ async def bench_cron(http: httpx.AsyncClient, client: PrefectClient, runs: int) 
     return result
 
 
+def seconds(values: list[float], q: float, spec: str) -> str:
+    """The q-th percentile of `values` (deployments.stats: nearest rank) formatted, or n/a."""
+    value = percentile(values, q)
+    return "n/a" if value is None else format(value, spec)
+
+
 def summary(floor: float, run_now: list[float], cron: CronResult | None) -> None:
     rows = [("floor (import prefect + flow)", f"{floor:.2f} s", "-", "-")]
     if run_now:
@@ -217,7 +215,7 @@ def summary(floor: float, run_now: list[float], cron: CronResult | None) -> None
         rows.append(
             (
                 f"run-now -> Running (n={len(run_now)})",
-                f"min {min(run_now):.2f} / med {median:.2f} / p95 {percentile(run_now, 95):.2f}"
+                f"min {min(run_now):.2f} / med {median:.2f} / p95 {seconds(run_now, 95, '.2f')}"
                 f" / max {max(run_now):.2f} s",
                 "-",
                 "-",
@@ -237,9 +235,10 @@ def summary(floor: float, run_now: list[float], cron: CronResult | None) -> None
         rows.append(
             (
                 f"cron lateness (n={len(late)})",
-                f"p50 {percentile(late, 50):+.2f} / p95 {p95:+.2f} / max {max(late):+.2f} s",
+                f"p50 {seconds(late, 50, '+.2f')} / p95 {seconds(late, 95, '+.2f')}"
+                f" / max {max(late):+.2f} s",
                 "p95 <= 1.00 s",
-                "yes" if p95 <= 1 else "NO",
+                "yes" if p95 is not None and p95 <= 1 else "NO",
             )
         )
     widths = [

@@ -34,8 +34,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +50,7 @@ from flows.api_call import store_records
 from flows.api_call_params import DestinationSpec
 from flows.extraction import Extracted
 from settings import normalise_database_url
+from tests.utils.postgres import scratch_postgres
 
 SCHEDULE = "bench"
 COLUMNS = "schedule, key, flow_run_id, data, fetched_at"
@@ -199,26 +199,9 @@ def bench_sqlite(records: Records, repeat: int) -> list[Result]:
             engine.dispose()
 
 
-@contextmanager
-def scratch_postgres(admin_url: str) -> Iterator[str]:
-    """A new, migrated database `sp_bench_<random>` on the server of `admin_url`, dropped after."""
-    admin = create_db_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    name = f"sp_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = sa.make_url(admin.url).set(database=name).render_as_string(hide_password=False)
-        upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def bench_postgres(records: Records, repeat: int, admin_url: str) -> list[Result]:
     """Ours versus psycopg 3 executemany (pipeline mode) and COPY, in a scratch database."""
-    with scratch_postgres(admin_url) as url:
+    with scratch_postgres(admin_url, prefix="sp_bench_") as url:
         engine = create_db_engine(url)
         libpq_url = sa.make_url(url).set(drivername="postgresql")
         raw = psycopg.connect(libpq_url.render_as_string(hide_password=False))

@@ -1,20 +1,29 @@
-"""Reads and writes of the crew pipeline's tables: users and crew_responses (seed 000)."""
+"""Reads and writes of the crew pipeline's tables: users and crew_responses."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, func, select
 
 from db.crud import upsert_rows
 from db.models import CrewResponse, User, utcnow
 
 USER_COLUMNS = ("uid", "context", "goal")
+
+
+@dataclass(frozen=True)
+class UserTable:
+    """Where the crew pipeline reads users: our `users` table or another database's table."""
+
+    engine: Engine
+    table: sa.Table
 
 
 def users_table() -> sa.Table:

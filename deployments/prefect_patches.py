@@ -28,38 +28,166 @@ garbage. Seen in `benchmarks/register_jobs.py` (py-spy: the loop thread in `gc_c
 reproduced by tests/utils/gc_deadlock.py. `collect_garbage_off_the_loop()` turns
 automatic collection off and runs the same generational collections from a thread of its own, so
 a blocked finalizer stalls only that thread until the lock holder, still scheduled, commits.
+
+Each fix is guarded (`SCHEDULE_CHECKS`, `GC_OFF_THE_LOOP`): before patching anything it checks
+that the Prefect release is one the fix was checked against and that everything it replaces or
+relies on is still there, and raises `PrefectPatchError` otherwise, so that upgrading Prefect
+stops our processes at start-up instead of silently running them unpatched or mispatched.
 """
 
 from __future__ import annotations
 
 import functools
 import gc
+import importlib
+import platform
 import threading
 import time
+from dataclasses import dataclass
+from types import ModuleType
 
-from prefect import schedules
-from prefect._internal.schemas import validators
-from prefect.client.schemas import schedules as client_schedules
-from prefect.server.schemas import schedules as server_schedules
-from prefect.types import _datetime
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+
+class PrefectPatchError(RuntimeError):
+    """A fix here refused to patch a Prefect (or Python) it was not written for."""
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One fix: the Prefect releases it was checked against and the attributes it replaces."""
+
+    name: str
+    prefect_versions: SpecifierSet
+    # "module:attribute"; entries with the same attribute name are copies of one function (each
+    # module imported it), all replaced by one wrapper of the first.
+    replaces: tuple[str, ...] = ()
+    # Where it runs at all: CPython releases whose collector it reproduces (None: any Python).
+    cpython_versions: SpecifierSet | None = None
+
+
+SCHEDULE_CHECKS = Patch(
+    name="cache_schedule_checks",
+    prefect_versions=SpecifierSet(">=3.8,<3.9"),
+    replaces=(
+        "prefect.types._datetime:get_timezones",
+        "prefect._internal.schemas.validators:get_timezones",
+        "prefect._internal.schemas.validators:validate_cron_string",
+        "prefect.client.schemas.schedules:validate_cron_string",
+        "prefect.server.schemas.schedules:validate_cron_string",
+        "prefect.schedules:validate_cron_string",
+    ),
+)
+GC_OFF_THE_LOOP = Patch(
+    name="collect_garbage_off_the_loop",
+    # The stall is in Prefect 3.8's SQLite server (aiosqlite, its 60 s busy timeout).
+    prefect_versions=SpecifierSet(">=3.8,<3.9"),
+    # 3.14's incremental collector gives gc.collect(1) and the thresholds other meanings.
+    cpython_versions=SpecifierSet(">=3.11,<3.14"),
+)
+
+_RECHECK = "re-check the patch against this Prefect and widen its supported versions"
+_UPDATE = (
+    "re-check the patch against this Prefect and update what it replaces "
+    "(or drop the patch if Prefect fixed this upstream)"
+)
+_collector: threading.Thread | None = None
+
+
+def _prefect_version() -> str:
+    """The installed Prefect's version, read at call time."""
+    import prefect
+
+    return str(prefect.__version__)
+
+
+def _require(patch: Patch) -> list[tuple[ModuleType, str]]:
+    """Check that `patch` fits this Prefect and Python; return the (module, attribute)s it replaces.
+
+    Raises PrefectPatchError naming the patch and what does not fit; patches nothing.
+    """
+    where = "in deployments/prefect_patches.py"
+    found = _prefect_version()
+    try:
+        supported = patch.prefect_versions.contains(Version(found), prereleases=True)
+    except InvalidVersion:
+        supported = False
+    if not supported:
+        raise PrefectPatchError(
+            f"{patch.name} was written for Prefect {patch.prefect_versions}, "
+            f"but Prefect {found} is installed: {_RECHECK} ({patch.name} {where})"
+        )
+    if patch.cpython_versions is not None:
+        implementation, python = platform.python_implementation(), platform.python_version()
+        if implementation != "CPython" or not patch.cpython_versions.contains(
+            python, prereleases=True
+        ):
+            raise PrefectPatchError(
+                f"{patch.name} reproduces CPython {patch.cpython_versions}'s garbage collector, "
+                f"but this is {implementation} {python}: re-check the patch against this "
+                f"Python's collector and widen its supported versions ({patch.name} {where})"
+            )
+        threshold, count = gc.get_threshold(), gc.get_count()
+        if len(threshold) != 3 or len(count) != 3:
+            raise PrefectPatchError(
+                f"{patch.name} expects 3 generations from gc.get_threshold() and gc.get_count(), "
+                f"got {threshold} and {count}: re-check the patch against this Python's "
+                f"collector ({patch.name} {where})"
+            )
+    targets: list[tuple[ModuleType, str]] = []
+    first: dict[str, tuple[str, object]] = {}  # attribute -> the module and value seen first
+    for target in patch.replaces:
+        module_name, attribute = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise PrefectPatchError(
+                f"{patch.name} replaces {module_name}.{attribute}, but Prefect {found} has no "
+                f"module {module_name}: {_UPDATE} ({patch.name} {where})"
+            ) from exc
+        if not hasattr(module, attribute):
+            raise PrefectPatchError(
+                f"{patch.name} replaces {module_name}.{attribute}, which Prefect {found} does "
+                f"not have: {_UPDATE} ({patch.name} {where})"
+            )
+        value = getattr(module, attribute)
+        origin, expected = first.setdefault(attribute, (module_name, value))
+        if value is not expected:
+            # One wrapper of the first module's function in its place would change behaviour.
+            raise PrefectPatchError(
+                f"{patch.name} replaces {module_name}.{attribute} as the same function as "
+                f"{origin}.{attribute}, but in Prefect {found} it is another one: {_UPDATE} "
+                f"({patch.name} {where})"
+            )
+        targets.append((module, attribute))
+    return targets
 
 
 def install_server_fixes() -> None:
     """Both fixes, for a Prefect server process (ours or the test harness's); call it first."""
+    # Both guards before either patch: a refusal leaves the process entirely unpatched.
+    _require(SCHEDULE_CHECKS)
+    _require(GC_OFF_THE_LOOP)
     cache_schedule_checks()
     collect_garbage_off_the_loop()
 
 
 def cache_schedule_checks() -> None:
     """Compute Prefect's list of time zones once, and each cron string's check once (idempotent)."""
-    if hasattr(_datetime.get_timezones, "cache_info"):
-        return
-    zones = functools.cache(_datetime.get_timezones)
-    _datetime.get_timezones = zones
-    validators.get_timezones = zones
-    cron = functools.lru_cache(maxsize=10_000)(validators.validate_cron_string)
-    for module in (validators, client_schedules, server_schedules, schedules):
-        module.validate_cron_string = cron  # type: ignore[attr-defined]  # each imported it
+    targets = _require(SCHEDULE_CHECKS)
+    originals = {attribute: getattr(module, attribute) for module, attribute in targets}
+    if hasattr(originals["get_timezones"], "cache_info"):
+        return  # installed already
+    wrappers = {
+        # The zone list does not change under a running process; a cron verdict is pure.
+        "get_timezones": functools.cache(originals["get_timezones"]),
+        "validate_cron_string": functools.lru_cache(maxsize=10_000)(
+            originals["validate_cron_string"]
+        ),
+    }
+    for module, attribute in targets:
+        setattr(module, attribute, wrappers[attribute])
 
 
 def collect_garbage_off_the_loop(pause: float = 0.01, full_every: float = 10.0) -> threading.Thread:
@@ -68,8 +196,13 @@ def collect_garbage_off_the_loop(pause: float = 0.01, full_every: float = 10.0) 
     Every `pause` seconds the thread compares the allocation counts with the collector's
     thresholds and collects the generation CPython itself would, except that a full collection
     runs at most every `full_every` seconds (CPython defers them by how much the old generation
-    grew, which it does not expose). Call once per process, early.
+    grew, which it does not expose). Call once per process, early; a later call returns the
+    running thread.
     """
+    global _collector
+    _require(GC_OFF_THE_LOOP)
+    if _collector is not None and _collector.is_alive():
+        return _collector
     young_limit, middle_limit, old_limit = gc.get_threshold()
 
     def collect_forever() -> None:
@@ -86,6 +219,6 @@ def collect_garbage_off_the_loop(pause: float = 0.01, full_every: float = 10.0) 
                 gc.collect(0)
 
     gc.disable()
-    collector = threading.Thread(target=collect_forever, name="gc-off-the-loop", daemon=True)
-    collector.start()
-    return collector
+    _collector = threading.Thread(target=collect_forever, name="gc-off-the-loop", daemon=True)
+    _collector.start()
+    return _collector

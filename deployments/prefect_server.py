@@ -2,7 +2,8 @@
 
 The same command line, options and settings as `prefect server start` (or any other Prefect
 command); the process first installs `deployments.prefect_patches`' two fixes (see there why):
-schedule checks done once, and garbage collected off the event loop.
+schedule checks done once, and garbage collected off the event loop. On a Prefect (or Python)
+the fixes were not checked against, it stops at once with `PrefectPatchError` instead.
 """
 
 from __future__ import annotations

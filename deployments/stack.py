@@ -124,7 +124,7 @@ async def create_work_pool(env: dict[str, str]) -> None:
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from deployments.service import ensure_work_pool
+    from deployments.work_pool import ensure_work_pool
 
     with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
         async with get_client() as client:

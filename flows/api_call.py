@@ -1,33 +1,26 @@
-"""api_call pipeline (seed 003): call an HTTP API, extract records with JMESPath, store them."""
+"""The api_call pipeline: call an HTTP API, extract records with JMESPath, store them."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import httpx
 from prefect import flow, task
-from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
-from prefect.utilities.annotations import quote
 from sqlalchemy.engine import Engine
 
+from blocks.destination import resolve_destination_engine
+from blocks.secret_headers import load_secret_headers
 from db.crud import reflect_table, upsert_api_records, upsert_rows
 from db.engine import get_engine
-from db.models import RunOutcomeBase, utcnow
+from db.models import utcnow
 from flows.api_call_params import ApiRequest, ApiSource, DestinationSpec, ExtractSpec
-from flows.common import (
-    artifact_key,
-    current_flow_run_id,
-    current_schedule_name,
-    publish_table,
-    record_outcome,
-)
+from flows.common import artifact_key, publish_table, recorded_run, unwalked
 from flows.extraction import Extracted, Extractor, extract_records
-from flows.http import describe_error, raise_for_status, retry_on_transient
+from flows.http import raise_for_status, retry_on_transient
 
 ARTIFACT_ROWS = 50
 
@@ -59,22 +52,6 @@ def extract_items(document: Any, spec: ExtractSpec) -> Extracted:
     return extract_records(document, Extractor.compile(spec.root, spec.fields, spec.key))
 
 
-def api_record_rows(
-    extracted: Extracted, *, schedule: str, flow_run_id: uuid.UUID, fetched_at: datetime
-) -> list[dict[str, Any]]:
-    """Rows for `api_records`; without a key expression each run appends its own records."""
-    return [
-        {
-            "schedule": schedule,
-            "key": key if key is not None else f"{flow_run_id}:{index}",
-            "flow_run_id": flow_run_id,
-            "data": data,
-            "fetched_at": fetched_at,
-        }
-        for index, (key, data) in enumerate(extracted.records)
-    ]
-
-
 @task(cache_policy=NO_CACHE)
 def store_records(
     engine: Engine,
@@ -98,29 +75,6 @@ def store_records(
         )
 
 
-async def load_secret_headers(name: str | None) -> dict[str, str]:
-    """Credential headers from a Secret block holding a JSON object (never logged)."""
-    if not name:
-        return {}
-    secret = cast(Secret[Any], await Secret.aload(name))
-    value = secret.get()
-    if isinstance(value, str):
-        value = json.loads(value)
-    if not isinstance(value, dict):
-        raise ValueError(f"Secret block {name!r} must hold a JSON object of headers")
-    return {str(k): str(v) for k, v in value.items()}
-
-
-async def destination_engine(destination: DestinationSpec) -> Engine:
-    """Our own database, or the one a Destination block names."""
-    if destination.block is None:
-        return get_engine()
-    from blocks.destination import Destination
-
-    block = cast(Destination, await Destination.aload(destination.block))
-    return block.engine()
-
-
 @flow(name="api-call")
 async def api_call(
     source: ApiSource,
@@ -129,15 +83,9 @@ async def api_call(
     destination: DestinationSpec | None = None,
 ) -> dict[str, int]:
     """Call an HTTP API, extract records with JMESPath and upsert them into a table."""
-    request = request or ApiRequest()
-    extract = extract or ExtractSpec()
+    request, extract = request or ApiRequest(), extract or ExtractSpec()
     destination = destination or DestinationSpec()
-    schedule, run_id = current_schedule_name(), current_flow_run_id()
-    outcome = RunOutcomeBase(
-        flow_run_id=run_id, schedule=schedule, pipeline="api_call", started_at=utcnow()
-    )
-    engine = get_engine()
-    try:
+    with recorded_run(get_engine(), "api_call") as outcome:
         headers = {**source.headers, **await load_secret_headers(source.headers_secret)}
         async with httpx.AsyncClient(base_url=source.base_url, headers=headers) as client:
             fetch = call_api.with_options(
@@ -145,31 +93,41 @@ async def api_call(
                 retry_delay_seconds=exponential_backoff(request.backoff_seconds)(request.retries),
             )
             document = await fetch(client, request)
-        extracted = extract_items(quote(document), extract)
-        target = await destination_engine(destination)
-        # quote(): Prefect need not walk every record looking for futures.
+        extracted = extract_items(unwalked(document), extract)
+        target = await resolve_destination_engine(destination.block)
         stored = store_records(
-            target, cast(Extracted, quote(extracted)), destination, schedule, run_id
+            target, unwalked(extracted), destination, outcome.schedule, outcome.flow_run_id
         )
         outcome.items_processed = len(extracted.records) + len(extracted.failures)
-        outcome.items_succeeded = stored
-        outcome.items_failed = len(extracted.failures)
+        outcome.items_succeeded, outcome.items_failed = stored, len(extracted.failures)
         outcome.meta = {"table": destination.table, "failures": extracted.failures[:100]}
-        if extracted.records:
-            await publish_table(
-                artifact_key("api-call", schedule),
-                [{"key": k, **d} for k, d in extracted.records[:ARTIFACT_ROWS]],
-                f"{stored} records stored in `{destination.table}` "
-                f"({len(extracted.failures)} failed); first {ARTIFACT_ROWS} shown.",
-            )
-    except Exception as exc:
-        outcome.error = describe_error(exc)
-        raise
-    finally:
-        outcome.finished_at = utcnow()
-        record_outcome(engine, outcome)
-    return {
-        "processed": outcome.items_processed,
-        "stored": outcome.items_succeeded,
-        "failed": outcome.items_failed,
-    }
+        await publish_records(outcome.schedule, extracted, stored, destination.table)
+    return {"processed": outcome.items_processed, "stored": stored, "failed": outcome.items_failed}
+
+
+def api_record_rows(
+    extracted: Extracted, *, schedule: str, flow_run_id: uuid.UUID, fetched_at: datetime
+) -> list[dict[str, Any]]:
+    """Rows for `api_records`; without a key expression each run appends its own records."""
+    return [
+        {
+            "schedule": schedule,
+            "key": key if key is not None else f"{flow_run_id}:{index}",
+            "flow_run_id": flow_run_id,
+            "data": data,
+            "fetched_at": fetched_at,
+        }
+        for index, (key, data) in enumerate(extracted.records)
+    ]
+
+
+async def publish_records(schedule: str, extracted: Extracted, stored: int, table: str) -> None:
+    """The first records as a table artifact on the run's page (none when nothing came)."""
+    if not extracted.records:
+        return
+    await publish_table(
+        artifact_key("api-call", schedule),
+        [{"key": k, **d} for k, d in extracted.records[:ARTIFACT_ROWS]],
+        f"{stored} records stored in `{table}` ({len(extracted.failures)} failed); "
+        f"first {ARTIFACT_ROWS} shown.",
+    )

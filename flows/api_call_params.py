@@ -2,44 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from blocks.validators import check_block_name, check_http_url, check_identifier
 from flows.extraction import compile_expression
 
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-BLOCK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 # Header names that carry credentials: only from a Secret block, never in parameters.
 SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"}
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def check_http_url(value: str) -> str:
-    try:
-        url = httpx.URL(value)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"not a valid URL: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError("must be an absolute http:// or https:// URL")
-    return value
-
-
-def check_identifier(value: str) -> str:
-    if not IDENTIFIER.match(value):
-        raise ValueError(f"{value!r} is not a SQL identifier (letters, digits, _; max 63)")
-    return value
-
-
-def check_block_name(value: str) -> str:
-    if not BLOCK_NAME.match(value):
-        raise ValueError(f"{value!r} is not a block name (lowercase letters, digits, -)")
-    return value
 
 
 def _refuse_secret_headers(headers: dict[str, str]) -> dict[str, str]:

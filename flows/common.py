@@ -1,8 +1,10 @@
-"""Tasks every pipeline ends with: record the run outcome and show it in the Prefect UI."""
+"""What every pipeline does around its work: record the run's outcome, show results in the UI."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 from prefect import task
@@ -13,9 +15,14 @@ from prefect.utilities.annotations import quote
 from sqlalchemy.engine import Engine
 
 from db.crud import save_run_outcome
-from db.models import RunOutcomeBase
+from db.models import RunOutcomeBase, utcnow
+from flows.http import describe_error
 
 T = TypeVar("T")
+
+
+class ReportedFailure(RuntimeError):
+    """A failure whose message already says what went wrong, recorded as it is."""
 
 
 def unwalked(value: T) -> T:
@@ -48,6 +55,39 @@ def record_outcome(engine: Engine, outcome: RunOutcomeBase) -> None:
     """Write the run's item counts and error to run_outcomes (a retry overwrites, never adds)."""
     with engine.begin() as conn:
         save_run_outcome(conn, outcome)
+
+
+@contextmanager
+def recorded_run(
+    engine: Engine,
+    pipeline: str,
+    *,
+    finish: Callable[[RunOutcomeBase], None] | None = None,
+    **meta: Any,
+) -> Iterator[RunOutcomeBase]:
+    """The run's outcome, written to run_outcomes when the block ends, however it ends.
+
+    The block fills in the counts as it goes; `finish`, if given, fills in the rest on the
+    way out (also after a failure). An exception is recorded as the outcome's error (its
+    message alone for a ReportedFailure, else its type and message) and raised again.
+    """
+    outcome = RunOutcomeBase(
+        flow_run_id=current_flow_run_id(),
+        schedule=current_schedule_name(),
+        pipeline=pipeline,
+        started_at=utcnow(),
+        meta=meta,
+    )
+    try:
+        yield outcome
+    except Exception as exc:
+        outcome.error = str(exc) if isinstance(exc, ReportedFailure) else describe_error(exc)
+        raise
+    finally:
+        if finish is not None:
+            finish(outcome)
+        outcome.finished_at = utcnow()
+        record_outcome(engine, outcome)
 
 
 def artifact_key(prefix: str, schedule: str) -> str:

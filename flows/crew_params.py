@@ -1,4 +1,4 @@
-"""Parameters of the crew pipeline (seed 000): where users and the crew API are, how hard to go."""
+"""Parameters of the crew pipeline: where users and the crew API are, how hard to go."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from flows.api_call_params import check_block_name
+from blocks.validators import check_block_name
 
 BlockName = Annotated[str, AfterValidator(check_block_name)]
 # One definition per parameter, shared by the flow's signature (what Prefect validates and shows

@@ -1,4 +1,4 @@
-"""service_job pipeline (seed 001): POST a JobContext to a service endpoint, keep the JobResult."""
+"""The service-job pipeline: POST a JobContext to a service's job endpoint, keep the JobResult."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 
 from db.engine import get_engine
-from db.models import RunOutcomeBase, utcnow
-from flows.common import current_flow_run_id, current_schedule_name, record_outcome
-from flows.http import describe_error, raise_for_status
+from flows.common import ReportedFailure, current_flow_run_id, recorded_run
+from flows.http import raise_for_status
 from flows.service_job_params import JobContext, JobResult, Trigger, resolve_service_url
 from settings import get_settings
 
 
-class JobFailed(RuntimeError):
+class JobFailed(ReportedFailure):
     """The service ran the job and reported failure (or answered something else)."""
 
 
@@ -54,23 +53,20 @@ async def service_job(
 ) -> dict[str, Any]:
     """Trigger a registered job on its service and record the JobResult's counts."""
     settings = get_settings()
-    run_id = current_flow_run_id()
-    trigger = triggered_by or await detect_trigger(run_id)
-    outcome = RunOutcomeBase(
-        flow_run_id=run_id,
-        schedule=current_schedule_name(),
-        pipeline="service_job",
-        started_at=utcnow(),
-        meta={"triggered_by": trigger, "triggered_by_user": triggered_by_user},
-    )
-    try:
+    trigger = triggered_by or await detect_trigger(current_flow_run_id())
+    with recorded_run(
+        get_engine(),
+        "service_job",
+        triggered_by=trigger,
+        triggered_by_user=triggered_by_user,
+    ) as outcome:
         url = resolve_service_url(
             settings.service_urls, settings.service_allowed_prefixes, service, endpoint
         )
         context = JobContext(
             job_name=job_name,
             config=config or {},
-            execution_id=str(run_id),
+            execution_id=str(outcome.flow_run_id),
             triggered_by=trigger,
             triggered_by_user=triggered_by_user,
         )
@@ -85,10 +81,4 @@ async def service_job(
         outcome.meta = {**outcome.meta, "metadata": result.metadata}
         if not result.success:
             raise JobFailed(result.error or f"{service} reported success: false")
-    except Exception as exc:
-        outcome.error = describe_error(exc) if not isinstance(exc, JobFailed) else str(exc)
-        raise
-    finally:
-        outcome.finished_at = utcnow()
-        record_outcome(get_engine(), outcome)
     return result.model_dump(by_alias=True)

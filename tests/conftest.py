@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,18 +18,14 @@ os.environ["WORK_POOL_NAME"] = "test-pipelines"
 os.environ["WORK_POOL_CONCURRENCY"] = "4"
 os.environ.pop("API_KEYS", None)
 
-from tests.utils.ports import free_port  # noqa: E402
+from tests.utils.services import CREW_API_PORT, CREW_API_URL, EMAIL_SERVICE_URL  # noqa: E402
 
-# The fake email-service of the job registry tests; the worker inherits the variable.
-EMAIL_SERVICE_PORT = free_port()
-os.environ["EMAIL_SERVICE_URL"] = f"http://127.0.0.1:{EMAIL_SERVICE_PORT}"
-# The fake crew API of the crew pipeline tests (CREW_API_URL, as the seed configures it).
-CREW_API_PORT = free_port()
-os.environ["CREW_API_URL"] = f"http://127.0.0.1:{CREW_API_PORT}/run-crew"
+# The fake services' URLs; the worker and the flow processes inherit them.
+os.environ["EMAIL_SERVICE_URL"] = EMAIL_SERVICE_URL
+os.environ["CREW_API_URL"] = CREW_API_URL
 
 import signal  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 
 import pytest  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
@@ -40,6 +35,8 @@ from db.engine import create_db_engine  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
 from settings import PROJECT_DIR, get_settings  # noqa: E402
 from tests.utils.fake_crew import FakeCrew, serve_fake_crew  # noqa: E402
+from tests.utils.postgres import PostgresUnreachable, scratch_postgres  # noqa: E402
+from tests.utils.prefect_cli import prefect_env  # noqa: E402
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -66,6 +63,7 @@ def prefect_api_url() -> Iterator[str]:
             hooks = Path(__file__).parent / "prefect_server_hooks"
             paths = os.pathsep.join([str(hooks), str(PROJECT_DIR)])
             env.setenv("PYTHONPATH", paths, prepend=os.pathsep)
+            env.setenv("SP_SERVER_FIXES_REPORT", str(_TMP / "server-fixes.json"))
             harness.enter_context(prefect_test_harness(server_startup_timeout=120))
         yield str(PREFECT_API_URL.value())
 
@@ -84,23 +82,16 @@ def sqlite_engine() -> Iterator[Engine]:
 def postgres_engine() -> Iterator[Engine]:
     """A fresh PostgreSQL database for the session; mandatory in CI, skipped elsewhere if down."""
     admin_url = os.environ.get("TEST_POSTGRES_URL", DEFAULT_PG)
-    admin = create_db_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    name = f"sp_test_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI and is not reachable at {admin_url}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {admin_url}")
-    url = sa.make_url(admin.url).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    engine = create_db_engine(url)
-    yield engine
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(scratch_postgres(admin_url, prefix="sp_test_"))
+        except PostgresUnreachable as exc:
+            if os.environ.get("CI"):
+                pytest.fail(f"PostgreSQL is required in CI: {exc}")
+            pytest.skip(str(exc))
+        engine = create_db_engine(url)
+        yield engine
+        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -118,29 +109,13 @@ def _empty_tables(engine: Engine) -> None:
             conn.execute(sa.text(f"DELETE FROM {table}"))
 
 
-def prefect_env(api_url: str, **extra: str) -> dict[str, str]:
-    """The environment of a Prefect CLI or worker subprocess pointed at the test server."""
-    return {**os.environ, "PREFECT_API_URL": api_url, **extra}
-
-
-def prefect_cli(api_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `prefect <args>` against the test server, as an operator would."""
-    return subprocess.run(
-        [sys.executable, "-m", "prefect", *args],
-        env=prefect_env(api_url),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.fixture(scope="session")
 def work_pool(prefect_api_url: str) -> str:
     """The process work pool, with its concurrency limit, as make run creates it."""
     from prefect import get_client
     from prefect.utilities.asyncutils import run_coro_as_sync
 
-    from deployments.service import ensure_work_pool
+    from deployments.work_pool import ensure_work_pool
 
     async def create() -> None:
         async with get_client() as client:

@@ -1,33 +1,39 @@
-"""Seed 000's crew scheduler contract: /api/scheduler, /api/crew-responses, plus PUT /api/users.
+"""The crew scheduler's HTTP contract: /api/scheduler, /api/crew-responses, plus PUT /api/users.
 
-The scheduler is one Prefect deployment of the crew-responses flow (settings.crew_schedule_name):
-start = an interval schedule of N minutes, resumed; stop = paused; run-now = a flow run.
+Translation only: the scheduler's start / stop / run-now are deployments.crew_scheduler's, the
+stored answers db.crew's; this module speaks the crew scheduler's camelCase JSON.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from api.deps import ScheduleServiceDep, SessionDep, SettingsDep
+from api.deps import CrewSchedulerDep, SessionDep, SettingsDep
+from api.envelope import Envelope
 from db.crew import delete_crew_response, get_crew_response, list_crew_responses, upsert_users
 from db.models import CrewResponse
-from deployments.service import ScheduleNotFound, ScheduleView
-from deployments.spec import IntervalTiming, SchedulePatch, ScheduleSpec
-from settings import Settings
+from deployments.crew_scheduler import CrewSchedulerState
 
-router = APIRouter(tags=["crew scheduler (seed 000)"])
-PIPELINE = "crew"
+router = APIRouter(tags=["crew scheduler"])
 # A year, in minutes: beyond that an interval is a typo.
 MAX_INTERVAL_MINUTES = 525_600
 MAX_USERS_PER_REQUEST = 10_000
+# Query bound of a page (settings.max_page_size may lower it).
+MAX_PAGE = 1_000
 
 _CAMEL = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True)
 
@@ -40,14 +46,11 @@ class SchedulerStatus(BaseModel):
     api_url: str | None
 
 
-class SchedulerAnswer(BaseModel):
-    success: bool = True
-    message: str | None = None
-    data: SchedulerStatus | dict[str, Any] | None = None
+SchedulerAnswer = Envelope[SchedulerStatus | dict[str, Any]]
 
 
 class SchedulerAction(BaseModel):
-    """The seed's body: `start` (+ intervalMinutes), `stop` or `run-now`."""
+    """The crew scheduler's body: `start` (+ intervalMinutes), `stop` or `run-now`."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
@@ -56,7 +59,7 @@ class SchedulerAction(BaseModel):
 
 
 class CrewResponseOut(BaseModel):
-    """One row of crew_responses in the seed's camelCase."""
+    """One row of crew_responses in the crew scheduler's camelCase."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -83,7 +86,7 @@ class CrewResponseOut(BaseModel):
 class CrewResponsesAnswer(BaseModel):
     success: bool = True
     data: list[CrewResponseOut]
-    count: int  # rows in `data`, as the seed answers
+    count: int  # rows in `data`, as the crew scheduler answers
     total: int  # rows matching the filter, for paging
 
 
@@ -118,147 +121,81 @@ def _utc(value: Any) -> Any:
 IsoDate = Annotated[datetime, BeforeValidator(_utc)]
 
 
-def _as_utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
-def _minutes(view: ScheduleView | None, settings: Settings) -> int | float:
-    if view is not None and isinstance(view.timing, IntervalTiming):
-        minutes = view.timing.period.total_seconds() / 60
-        return int(minutes) if minutes == int(minutes) else minutes
-    return settings.crew_scheduler_interval_minutes
-
-
-async def _api_url(view: ScheduleView | None, settings: Settings) -> str | None:
-    block_name = view.parameters.get("crew_api") if view is not None else None
-    if block_name:
-        from blocks.crew import CrewApi
-
-        try:
-            return cast(CrewApi, await CrewApi.aload(block_name)).url
-        except ValueError:
-            return None
-    return settings.crew_api_url
-
-
-async def _find(service: ScheduleServiceDep, name: str) -> ScheduleView | None:
-    try:
-        view = await service.get(name)
-    except ScheduleNotFound:
-        return None
-    if view.pipeline != PIPELINE:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"schedule {name!r} exists and is not a crew schedule"
-        )
-    return view
-
-
-async def _status(view: ScheduleView | None, settings: Settings) -> SchedulerStatus:
-    return SchedulerStatus(
-        is_running=view is not None and not view.paused,
-        interval_minutes=_minutes(view, settings),
-        api_url=await _api_url(view, settings),
+def _answer(state: CrewSchedulerState, message: str | None = None) -> SchedulerAnswer:
+    return SchedulerAnswer(
+        message=message,
+        data=SchedulerStatus(
+            is_running=state.is_running,
+            interval_minutes=state.interval_minutes,
+            api_url=state.api_url,
+        ),
     )
-
-
-async def _ensure(
-    service: ScheduleServiceDep, settings: Settings, minutes: float, paused: bool
-) -> ScheduleView:
-    """Create the crew deployment with an interval of `minutes`."""
-    spec = ScheduleSpec.model_validate(
-        {
-            "name": settings.crew_schedule_name,
-            "pipeline": PIPELINE,
-            "description": "Seed 000's crew scheduler: users' context and goal to the crew API",
-            "timing": {"type": "interval", "every_minutes": minutes},
-            "paused": paused,
-        }
-    )
-    return await service.create(spec)
 
 
 @router.get("/api/scheduler")
-async def scheduler_status(service: ScheduleServiceDep, settings: SettingsDep) -> SchedulerAnswer:
+async def scheduler_status(scheduler: CrewSchedulerDep) -> SchedulerAnswer:
     """Whether the crew schedule runs, its interval and the crew API URL."""
-    view = await _find(service, settings.crew_schedule_name)
-    return SchedulerAnswer(data=await _status(view, settings))
+    return _answer(await scheduler.status())
 
 
 @router.post("/api/scheduler")
-async def scheduler_action(
-    body: SchedulerAction, service: ScheduleServiceDep, settings: SettingsDep
-) -> SchedulerAnswer:
-    """start (every intervalMinutes), stop, or run-now, answered as the seed does."""
-    name = settings.crew_schedule_name
-    view = await _find(service, name)
+async def scheduler_action(body: SchedulerAction, scheduler: CrewSchedulerDep) -> SchedulerAnswer:
+    """start (every intervalMinutes), stop, or run-now, answered as the crew scheduler does."""
     if body.action == "start":
-        minutes = body.interval_minutes or _minutes(view, settings)
-        if view is None:
-            view = await _ensure(service, settings, minutes, paused=False)
-        else:
-            timing = IntervalTiming(every_minutes=minutes)
-            await service.update(name, SchedulePatch(timing=timing))
-            view = await service.resume(name)
-        return SchedulerAnswer(
-            message=f"Scheduler started with interval: {_minutes(view, settings)} minutes",
-            data=await _status(view, settings),
-        )
+        state = await scheduler.start(body.interval_minutes)
+        return _answer(state, f"Scheduler started with interval: {state.interval_minutes} minutes")
     if body.action == "stop":
-        if view is not None:
-            view = await service.pause(name)
-        return SchedulerAnswer(message="Scheduler stopped", data=await _status(view, settings))
-    if view is None:
-        await _ensure(service, settings, _minutes(None, settings), paused=True)
-    run_id = await service.run_now(name, {})
+        return _answer(await scheduler.stop(), "Scheduler stopped")
+    run_id = await scheduler.run_now()
     return SchedulerAnswer(
         message="Scheduler task executed manually", data={"flowRunId": str(run_id)}
     )
 
 
+class CrewResponsesQuery(BaseModel):
+    """Filters and page of /api/crew-responses, in the crew scheduler's names."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    user_uid: str | None = None
+    limit: int = Field(default=100, ge=1, le=MAX_PAGE)
+    offset: int = Field(default=0, ge=0)
+    start_date: IsoDate | None = None
+    end_date: IsoDate | None = None
+
+    @field_validator("start_date", "end_date")
+    @classmethod
+    def _utc_if_naive(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
+
+    @field_validator("end_date")
+    @classmethod
+    def _not_before_start(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        start = info.data.get("start_date")
+        if value is not None and start is not None and value < start:
+            raise ValueError("endDate is before startDate")
+        return value
+
+
 @router.get("/api/crew-responses")
 def crew_responses(
-    session: SessionDep,
-    settings: SettingsDep,
-    user_uid: Annotated[str | None, Query(alias="userUid")] = None,
-    limit: Annotated[int, Query(ge=1)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    start_date: Annotated[IsoDate | None, Query(alias="startDate")] = None,
-    end_date: Annotated[IsoDate | None, Query(alias="endDate")] = None,
+    query: Annotated[CrewResponsesQuery, Query()], session: SessionDep, settings: SettingsDep
 ) -> CrewResponsesAnswer:
     """Stored crew answers, newest first, filtered by user and creation time."""
-    errors = []
-    if limit > settings.max_page_size:
-        errors.append(
-            {
-                "type": "less_than_equal",
-                "loc": ("query", "limit"),
-                "msg": f"Input should be less than or equal to {settings.max_page_size}",
-                "input": limit,
-            }
-        )
-    start, end = _as_utc(start_date), _as_utc(end_date)
-    if start and end and start > end:
-        errors.append(
-            {
-                "type": "value_error",
-                "loc": ("query", "endDate"),
-                "msg": "endDate is before startDate",
-                "input": end_date,
-            }
-        )
-    if errors:
-        raise RequestValidationError(errors)
     rows, total = list_crew_responses(
-        session, user_uid=user_uid, start=start, end=end, limit=limit, offset=offset
+        session,
+        user_uid=query.user_uid,
+        start=query.start_date,
+        end=query.end_date,
+        limit=min(query.limit, settings.max_page_size),
+        offset=query.offset,
     )
     data = [CrewResponseOut.of(r) for r in rows]
     return CrewResponsesAnswer(data=data, count=len(data), total=total)
 
 
 def _not_found(response_id: int) -> JSONResponse:
-    # The seed's error envelope, with FastAPI's `detail` beside it.
+    # The crew scheduler's error envelope, with FastAPI's `detail` beside it.
     message = f"Crew response {response_id} not found"
     return JSONResponse(
         {"success": False, "error": message, "detail": message},

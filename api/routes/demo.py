@@ -38,7 +38,7 @@ class CrewRequest(BaseModel):
 
 @router.post("/run-crew")
 def run_crew(request: CrewRequest) -> dict[str, Any]:
-    """A stand-in for seed 000's crew API: a canned plan for the user's goal."""
+    """A stand-in for the crew scheduler's crew API: a canned plan for the user's goal."""
     goal = request.customer_goal_latest or "a clearer goal"
     return {
         "status": "completed",

@@ -1,7 +1,14 @@
-"""Seed 001's job registry contract (/api/jobs/...), translated onto schedules of service_job."""
+"""The service-job registry's HTTP contract (/api/jobs/...), on schedules of service_job.
+
+Translation only: a job is a schedule of the service_job pipeline (the scoped
+ScheduleService of api.deps), answered in the registry's camelCase envelope; errors name the
+registry's fields (`cronExpression`) and its nouns (a job, not a schedule).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -10,16 +17,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from api.deps import ScheduleServiceDep
-from deployments.service import (
-    RunView,
-    ScheduleNotFound,
-    ScheduleView,
-    SpecError,
-)
+from api.deps import JobServiceDep
+from api.envelope import Envelope, ListEnvelope
+from deployments.errors import SpecError
 from deployments.spec import CronTiming, SchedulePatch, ScheduleSpec
+from deployments.views import RunView, ScheduleStats, ScheduleView
 
-router = APIRouter(prefix="/api/jobs", tags=["jobs (seed 001)"])
+router = APIRouter(prefix="/api/jobs", tags=["service-job registry"])
 PIPELINE = "service_job"
 
 _CAMEL = ConfigDict(
@@ -27,15 +31,15 @@ _CAMEL = ConfigDict(
     populate_by_name=True,
     serialize_by_alias=True,
 )
-# Where our spec's fields stand in the seed's payload, for 422s that name the seed's field.
-_SEED_FIELD: dict[tuple[str, ...], str] = {
+# Where our spec's fields stand in the registry's payload, for 422s that name its field.
+_REGISTRY_FIELD: dict[tuple[str, ...], str] = {
     ("timing", "cron", "cron"): "cronExpression",
     ("timing", "cron", "timezone"): "timezone",
 }
 
 
 class JobRegistration(BaseModel):
-    """A job as services register it (seed 001), plus optional timezone, timeout and retries."""
+    """A job as services register it, plus optional timezone, timeout and retries."""
 
     model_config = _CAMEL
 
@@ -105,20 +109,8 @@ class Job(BaseModel):
     updated_at: datetime | None
 
 
-class JobEnvelope(BaseModel):
-    success: bool = True
-    message: str | None = None
-    data: Job
-
-
-class JobsEnvelope(BaseModel):
-    success: bool = True
-    data: list[Job]
-    count: int
-
-
 class Execution(BaseModel):
-    """One run of a job, as the seed's scheduled_jobs rows."""
+    """One run of a job, as the registry's execution rows."""
 
     model_config = _CAMEL
 
@@ -137,12 +129,6 @@ class Execution(BaseModel):
     triggered_by_user: str | None
 
 
-class HistoryEnvelope(BaseModel):
-    success: bool = True
-    data: list[Execution]
-    count: int
-
-
 class JobStats(BaseModel):
     model_config = _CAMEL
 
@@ -155,11 +141,6 @@ class JobStats(BaseModel):
     p95_duration_ms: int | None
     last_run_at: datetime | None
     next_run_at: datetime | None
-
-
-class StatsEnvelope(BaseModel):
-    success: bool = True
-    data: JobStats
 
 
 class TriggerRequest(BaseModel):
@@ -184,23 +165,34 @@ class CronChange(BaseModel):
     timezone: str | None = None
 
 
-def _seed_errors(errors: list[dict[str, Any]]) -> RequestValidationError:
-    """Our spec's field errors as errors on the seed payload's fields."""
+def _registry_errors(errors: list[dict[str, Any]]) -> RequestValidationError:
+    """Our spec's field errors as errors on the registry payload's fields."""
     translated = []
     for error in errors:
         loc = tuple(str(part) for part in error["loc"])
         if loc[:1] == ("parameters",):
             loc = loc[1:]
-        field = _SEED_FIELD.get(loc) or to_camel(loc[-1] if loc else "body")
+        field = _REGISTRY_FIELD.get(loc) or to_camel(loc[-1] if loc else "body")
         translated.append({**error, "loc": ["body", field]})
     return RequestValidationError(translated)
 
 
-def _job(view: ScheduleView) -> Job:
+@contextmanager
+def _in_registry_terms() -> Iterator[None]:
+    """Refusals of the spec (pydantic's or the service's) as 422s on the registry's fields."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise _registry_errors([dict(e) for e in exc.errors()]) from None
+    except SpecError as exc:
+        raise _registry_errors(exc.errors) from None
+
+
+def _job(view: ScheduleView, stats: ScheduleStats | None = None) -> Job:
     params = view.parameters
     tags = dict(t.split(":", 1) for t in view.tags if ":" in t)
     cron = view.timing if isinstance(view.timing, CronTiming) else None
-    return Job(
+    job = Job(
         name=view.name,
         display_name=params.get("display_name"),
         description=view.description,
@@ -215,122 +207,39 @@ def _job(view: ScheduleView) -> Job:
         created_at=view.created,
         updated_at=view.updated,
     )
+    if stats is not None:
+        job.last_run_at = stats.last_run_at
+        job.total_runs, job.successful_runs, job.failed_runs = _run_counts(stats)
+    return job
 
 
-async def _job_view(service: ScheduleServiceDep, name: str) -> ScheduleView:
-    view = await service.get(name)
-    if view.pipeline != PIPELINE:
-        raise ScheduleNotFound(name)
-    return view
+def _run_counts(stats: ScheduleStats) -> tuple[int, int, int]:
+    """Runs that started (every state but Scheduled), completed, and failed or crashed."""
+    by_state = stats.by_state
+    return (
+        stats.total_runs - by_state.get("SCHEDULED", 0),
+        by_state.get("COMPLETED", 0),
+        by_state.get("FAILED", 0) + by_state.get("CRASHED", 0),
+    )
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED)
-async def register_job(
-    registration: JobRegistration, service: ScheduleServiceDep, response: Response
-) -> JobEnvelope:
-    """Register a job, or update it in place when the name exists (its enabled state is kept)."""
-    try:
-        spec = ScheduleSpec.model_validate(
-            {
-                "name": registration.name,
-                "pipeline": PIPELINE,
-                "paused": not registration.enabled,
-                **registration.spec_fields(),
-            }
-        )
-        patch = SchedulePatch.model_validate(registration.spec_fields())
-        view, created = await service.put(spec, patch)
-    except ValidationError as exc:
-        raise _seed_errors([dict(e) for e in exc.errors()]) from None
-    except SpecError as exc:
-        raise _seed_errors(exc.errors) from None
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    message = f"Job {registration.name} {'registered' if created else 'updated'}"
-    return JobEnvelope(message=message, data=_job(view))
+def _ms(seconds: float | None) -> int | None:
+    return int(seconds * 1000) if seconds is not None else None
 
 
-@router.get("")
-async def list_jobs(
-    service: ScheduleServiceDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> JobsEnvelope:
-    """Registered jobs by name, a page at a time."""
-    views, count = await service.list_schedules(pipeline=PIPELINE, limit=limit, offset=offset)
-    return JobsEnvelope(data=[_job(v) for v in views], count=count)
-
-
-@router.get("/{job_name}")
-async def read_job(job_name: str, service: ScheduleServiceDep) -> JobEnvelope:
-    """One job with its run counters."""
-    view = await _job_view(service, job_name)
-    stats = await service.stats(job_name)
-    job = _job(view)
-    job.last_run_at = stats.last_run_at
-    job.total_runs = stats.total_runs - stats.by_state.get("SCHEDULED", 0)
-    job.successful_runs = stats.by_state.get("COMPLETED", 0)
-    job.failed_runs = stats.by_state.get("FAILED", 0) + stats.by_state.get("CRASHED", 0)
-    return JobEnvelope(data=job)
-
-
-@router.post("/{job_name}/trigger", status_code=status.HTTP_202_ACCEPTED)
-async def trigger_job(
-    job_name: str, service: ScheduleServiceDep, body: TriggerRequest | None = None
-) -> TriggerAnswer:
-    """Run the job now; its JobContext says triggeredBy: manual."""
-    await _job_view(service, job_name)
-    overrides: dict[str, Any] = {"triggered_by": "manual"}
-    if body and body.triggered_by_user:
-        overrides["triggered_by_user"] = body.triggered_by_user
-    if body and body.config is not None:
-        overrides["config"] = body.config
-    try:
-        run_id = await service.run_now(job_name, overrides)
-    except SpecError as exc:
-        raise _seed_errors(exc.errors) from None
-    return TriggerAnswer(message=f"Job {job_name} triggered", execution_id=str(run_id))
-
-
-@router.post("/{job_name}/enable")
-async def enable_job(job_name: str, service: ScheduleServiceDep) -> JobEnvelope:
-    """Resume the job's schedule (idempotent)."""
-    await _job_view(service, job_name)
-    return JobEnvelope(message=f"Job {job_name} enabled", data=_job(await service.resume(job_name)))
-
-
-@router.post("/{job_name}/disable")
-async def disable_job(job_name: str, service: ScheduleServiceDep) -> JobEnvelope:
-    """Pause the job's schedule (idempotent); it can still be triggered."""
-    await _job_view(service, job_name)
-    return JobEnvelope(message=f"Job {job_name} disabled", data=_job(await service.pause(job_name)))
-
-
-@router.delete("/{job_name}")
-async def delete_job(job_name: str, service: ScheduleServiceDep) -> dict[str, Any]:
-    """Delete the job; its history stays in Prefect until Prefect's retention removes it."""
-    await _job_view(service, job_name)
-    await service.delete(job_name)
-    return {"success": True, "message": f"Job {job_name} deleted"}
-
-
-@router.put("/{job_name}/cron")
-async def update_cron(
-    job_name: str, change: CronChange, service: ScheduleServiceDep
-) -> JobEnvelope:
-    """Change the job's cron expression (and time zone) in place."""
-    view = await _job_view(service, job_name)
-    timezone = change.timezone or getattr(view.timing, "timezone", "UTC")
-    try:
-        patch = SchedulePatch.model_validate(
-            {"timing": {"type": "cron", "cron": change.cron_expression, "timezone": timezone}}
-        )
-        updated = await service.update(job_name, patch)
-    except ValidationError as exc:
-        raise _seed_errors([dict(e) for e in exc.errors()]) from None
-    except SpecError as exc:
-        raise _seed_errors(exc.errors) from None
-    return JobEnvelope(message=f"Job {job_name} cron updated", data=_job(updated))
+def _job_stats(job_name: str, stats: ScheduleStats) -> JobStats:
+    total, successful, failed = _run_counts(stats)
+    return JobStats(
+        job_name=job_name,
+        total_runs=total,
+        successful_runs=successful,
+        failed_runs=failed,
+        success_rate=stats.success_rate,
+        avg_duration_ms=_ms(stats.mean_duration_seconds),
+        p95_duration_ms=_ms(stats.p95_duration_seconds),
+        last_run_at=stats.last_run_at,
+        next_run_at=stats.next_run_at,
+    )
 
 
 def _execution(job_name: str, run: RunView) -> Execution:
@@ -345,7 +254,7 @@ def _execution(job_name: str, run: RunView) -> Execution:
         status=status_name,
         started_at=run.start_time,
         completed_at=run.end_time,
-        duration_ms=int(run.duration_seconds * 1000) if run.duration_seconds is not None else None,
+        duration_ms=_ms(run.duration_seconds),
         items_processed=outcome.items_processed if outcome else None,
         items_succeeded=outcome.items_succeeded if outcome else None,
         items_failed=outcome.items_failed if outcome else None,
@@ -357,40 +266,107 @@ def _execution(job_name: str, run: RunView) -> Execution:
     )
 
 
+@router.post("/register", status_code=status.HTTP_201_CREATED)
+async def register_job(
+    registration: JobRegistration, service: JobServiceDep, response: Response
+) -> Envelope[Job]:
+    """Register a job, or update it in place when the name exists (its enabled state is kept)."""
+    with _in_registry_terms():
+        spec = ScheduleSpec.model_validate(
+            {
+                "name": registration.name,
+                "pipeline": PIPELINE,
+                "paused": not registration.enabled,
+                **registration.spec_fields(),
+            }
+        )
+        patch = SchedulePatch.model_validate(registration.spec_fields())
+        view, created = await service.put(spec, patch)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    message = f"Job {registration.name} {'registered' if created else 'updated'}"
+    return Envelope(message=message, data=_job(view))
+
+
+@router.get("")
+async def list_jobs(
+    service: JobServiceDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ListEnvelope[Job]:
+    """Registered jobs by name, a page at a time."""
+    views, count = await service.list_schedules(limit=limit, offset=offset)
+    return ListEnvelope(data=[_job(v) for v in views], count=count)
+
+
+@router.get("/{job_name}")
+async def read_job(job_name: str, service: JobServiceDep) -> Envelope[Job]:
+    """One job with its run counters."""
+    view, stats = await service.details(job_name)
+    return Envelope(data=_job(view, stats))
+
+
+@router.post("/{job_name}/trigger", status_code=status.HTTP_202_ACCEPTED)
+async def trigger_job(
+    job_name: str, service: JobServiceDep, body: TriggerRequest | None = None
+) -> TriggerAnswer:
+    """Run the job now; its JobContext says triggeredBy: manual."""
+    overrides: dict[str, Any] = {"triggered_by": "manual"}
+    if body and body.triggered_by_user:
+        overrides["triggered_by_user"] = body.triggered_by_user
+    if body and body.config is not None:
+        overrides["config"] = body.config
+    with _in_registry_terms():
+        run_id = await service.run_now(job_name, overrides)
+    return TriggerAnswer(message=f"Job {job_name} triggered", execution_id=str(run_id))
+
+
+@router.post("/{job_name}/enable")
+async def enable_job(job_name: str, service: JobServiceDep) -> Envelope[Job]:
+    """Resume the job's schedule (idempotent)."""
+    return Envelope(message=f"Job {job_name} enabled", data=_job(await service.resume(job_name)))
+
+
+@router.post("/{job_name}/disable")
+async def disable_job(job_name: str, service: JobServiceDep) -> Envelope[Job]:
+    """Pause the job's schedule (idempotent); it can still be triggered."""
+    return Envelope(message=f"Job {job_name} disabled", data=_job(await service.pause(job_name)))
+
+
+@router.delete("/{job_name}")
+async def delete_job(job_name: str, service: JobServiceDep) -> dict[str, Any]:
+    """Delete the job; its history stays in Prefect until Prefect's retention removes it."""
+    await service.delete(job_name)
+    return {"success": True, "message": f"Job {job_name} deleted"}
+
+
+@router.put("/{job_name}/cron")
+async def update_cron(job_name: str, change: CronChange, service: JobServiceDep) -> Envelope[Job]:
+    """Change the job's cron expression (and time zone: unchanged when not given) in place."""
+
+    def new_timing(current: ScheduleSpec) -> SchedulePatch:
+        timezone = change.timezone or getattr(current.timing, "timezone", "UTC")
+        timing = {"type": "cron", "cron": change.cron_expression, "timezone": timezone}
+        return SchedulePatch.model_validate({"timing": timing})
+
+    with _in_registry_terms():
+        updated = await service.update(job_name, new_timing)
+    return Envelope(message=f"Job {job_name} cron updated", data=_job(updated))
+
+
 @router.get("/{job_name}/history")
 async def job_history(
     job_name: str,
-    service: ScheduleServiceDep,
+    service: JobServiceDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> HistoryEnvelope:
+) -> ListEnvelope[Execution]:
     """Executions, newest first, with status, timings, item counts, error and trigger."""
-    await _job_view(service, job_name)
     runs, count = await service.runs(job_name, limit=limit, offset=offset)
-    return HistoryEnvelope(data=[_execution(job_name, r) for r in runs], count=count)
+    return ListEnvelope(data=[_execution(job_name, r) for r in runs], count=count)
 
 
 @router.get("/{job_name}/stats")
-async def job_stats(job_name: str, service: ScheduleServiceDep) -> StatsEnvelope:
+async def job_stats(job_name: str, service: JobServiceDep) -> Envelope[JobStats]:
     """Total, successful and failed runs, success rate, average and p95 duration."""
-    await _job_view(service, job_name)
-    stats = await service.stats(job_name)
-    failed = stats.by_state.get("FAILED", 0) + stats.by_state.get("CRASHED", 0)
-    successful = stats.by_state.get("COMPLETED", 0)
-
-    def ms(seconds: float | None) -> int | None:
-        return int(seconds * 1000) if seconds is not None else None
-
-    return StatsEnvelope(
-        data=JobStats(
-            job_name=job_name,
-            total_runs=stats.total_runs - stats.by_state.get("SCHEDULED", 0),
-            successful_runs=successful,
-            failed_runs=failed,
-            success_rate=stats.success_rate,
-            avg_duration_ms=ms(stats.mean_duration_seconds),
-            p95_duration_ms=ms(stats.p95_duration_seconds),
-            last_run_at=stats.last_run_at,
-            next_run_at=stats.next_run_at,
-        )
-    )
+    return Envelope(data=_job_stats(job_name, await service.stats(job_name)))

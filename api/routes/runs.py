@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, status
 from prefect.exceptions import ObjectNotFound
 
 from api.deps import ScheduleServiceDep
-from deployments.service import RunView
+from deployments.views import RunView
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 

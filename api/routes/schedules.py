@@ -9,8 +9,8 @@ from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import BaseModel, Field
 
 from api.deps import ScheduleServiceDep, SettingsDep
-from deployments.service import RunView, ScheduleStats, ScheduleView
 from deployments.spec import SchedulePatch, ScheduleSpec
+from deployments.views import RunView, ScheduleStats, ScheduleView
 
 router = APIRouter(prefix="/api/schedules", tags=["schedules"])
 

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.api.conftest import api_call_spec, wait_for_run
-from tests.conftest import prefect_cli
+from tests.utils.factories import api_call_spec
 from tests.utils.http_source import HttpSource, Reply, serve_http_source
+from tests.utils.prefect_cli import prefect_cli
+from tests.utils.runs import wait_for_run
 
 pytestmark = pytest.mark.e2e
 

@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import wait_for_run
 from tests.api.test_schedules_prefect import deployment_count
+from tests.utils.runs import wait_for_run
 
 SEED_KEYS = {"id", "userUid", "requestContext", "requestGoal", "responseData", "createdAt"}
 

@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import wait_for_run
 from tests.api.test_schedules_prefect import deployment_count, plan_runs, planned_runs
-from tests.conftest import EMAIL_SERVICE_PORT, prefect_cli
 from tests.utils.http_source import HttpSource, Reply, serve_http_source
+from tests.utils.prefect_cli import prefect_cli
+from tests.utils.runs import wait_for_run
+from tests.utils.services import EMAIL_SERVICE_PORT
 
 RESULT = {
     "success": True,
@@ -213,7 +214,7 @@ def test_an_endpoint_outside_the_allow_list_is_refused(api, prefect_api_url, mon
 
 
 def test_a_name_taken_by_another_pipeline_is_a_conflict(api, prefect_api_url):
-    from tests.api.conftest import api_call_spec
+    from tests.utils.factories import api_call_spec
 
     assert api.post("/api/schedules", json=api_call_spec("taken", "http://127.0.0.1:9")).is_success
     response = api.post("/api/jobs/register", json=job("taken", "/api/jobs/taken"))

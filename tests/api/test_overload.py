@@ -12,8 +12,9 @@ from sqlmodel import Session, func, select
 
 from db.models import ApiRecord, RunOutcome
 from settings import get_settings
-from tests.api.conftest import api_call_spec, wait_for_run
+from tests.utils.factories import api_call_spec
 from tests.utils.http_source import Reply, serve_http_source
+from tests.utils.runs import wait_for_run
 
 # 50 flow-run processes on two cores: 3-4 minutes on a quiet machine, more beside other work.
 pytestmark = [pytest.mark.e2e, pytest.mark.overload, pytest.mark.timeout(600)]

@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from tests.api.conftest import api_call_spec, wait_for_run
+from tests.utils.factories import api_call_spec
+from tests.utils.runs import wait_for_run
 
 PARIS = ZoneInfo("Europe/Paris")
 # The last Sunday of March 2027: Paris moves from UTC+1 to UTC+2 at 02:00.
@@ -110,11 +111,16 @@ def test_manual_has_no_planned_runs(api, prefect_api_url):
 
 @pytest.mark.e2e
 def test_once_runs_once_at_its_time(api, worker, prefect_api_url):
+    from prefect import get_client
+    from prefect.client.schemas.objects import State
+    from prefect.states import Scheduled
+
     from tests.utils.http_source import Reply, serve_http_source
 
     with serve_http_source() as source:
         source.route("/prices", Reply(200, {"data": [{"symbol": "ONE", "quote": {"usd": 1}}]}))
-        at = (datetime.now(UTC) + timedelta(seconds=12)).replace(microsecond=0)
+        # An hour ahead, so however slow the machine, the time is still ahead when created.
+        at = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
         spec = api_call_spec("run-once", source.url, timing={"type": "once", "at": at.isoformat()})
         created = api.post("/api/schedules", json=spec)
         assert created.status_code == 201, created.text
@@ -126,10 +132,17 @@ def test_once_runs_once_at_its_time(api, worker, prefect_api_url):
         runs = api.get("/api/schedules/run-once/runs", params={"state": "SCHEDULED"}).json()
         assert runs["count"] == 1
         assert datetime.fromisoformat(runs["data"][0]["expected_start_time"]) == at
-        run = wait_for_run(api, runs["data"][0]["id"])
+        # Its time arrives now instead of in an hour: the worker polls for runs whose
+        # scheduled time has come, and forcing a new Scheduled state moves that time.
+        run_id, due = runs["data"][0]["id"], datetime.now(UTC)
+        now_due: State[None] = Scheduled(scheduled_time=due)
+        with get_client(sync_client=True) as client:
+            moved = client.set_flow_run_state(run_id, now_due, force=True)
+        assert moved.status.value == "ACCEPT", moved
+        run = wait_for_run(api, run_id)
         assert run["state_type"] == "COMPLETED"
         # Prefect's WaitForScheduledTime rounds the wait to whole seconds: up to 0.5 s early.
-        assert datetime.fromisoformat(run["start_time"]) >= at - timedelta(seconds=0.5)
+        assert datetime.fromisoformat(run["start_time"]) >= due - timedelta(seconds=0.5)
         assert source.hits["/prices"] == 1
         assert api.get("/api/schedules/run-once/runs").json()["count"] == 1
 

@@ -1,18 +1,31 @@
-"""Prefect's time-zone list is computed once per process, and still refuses unknown zones."""
+"""Our fixes to Prefect: what they change, and the guards that refuse a Prefect they don't fit."""
 
 from __future__ import annotations
 
+import gc
+import importlib
 import json
+import os
 import subprocess
 import sys
+import threading
 import zoneinfo
+from collections.abc import Callable
 
+import prefect
 import pytest
 from prefect.client.schemas.schedules import CronSchedule as ClientCron
 from prefect.server.schemas.schedules import CronSchedule as ServerCron
 from pydantic import ValidationError
 
-from deployments.prefect_patches import cache_schedule_checks
+from deployments import prefect_patches
+from deployments.prefect_patches import (
+    SCHEDULE_CHECKS,
+    PrefectPatchError,
+    cache_schedule_checks,
+    collect_garbage_off_the_loop,
+    install_server_fixes,
+)
 from settings import PROJECT_DIR
 
 
@@ -63,11 +76,12 @@ def test_a_cron_string_is_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
                 model(cron=cron, timezone="UTC")
 
 
-def run_python(*args: str) -> str:
-    """`python <args>` in the project; its standard output."""
+def run_python(*args: str, **env: str) -> str:
+    """`python <args>` in the project, with `env` added to ours; its standard output."""
     return subprocess.run(
         [sys.executable, *args],
         cwd=PROJECT_DIR,
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         check=True,
@@ -112,3 +126,127 @@ def test_garbage_collected_off_the_loop_leaves_it_running() -> None:
     assert scene["freed_in"] == "gc-off-the-loop"
     assert float(str(scene["blocked"])) < 1.5
     assert scene["inserted"] is True
+
+
+def test_a_second_install_changes_nothing() -> None:
+    probe = (
+        "import gc, json, threading, prefect.types._datetime as d\n"
+        "from deployments.prefect_patches import install_server_fixes\n"
+        "install_server_fixes()\n"
+        "zones = d.get_timezones\n"
+        "install_server_fixes()\n"
+        "print(json.dumps({'same': d.get_timezones is zones, 'gc': gc.isenabled(), "
+        "'threads': [t.name for t in threading.enumerate()]}))\n"
+    )
+    found = json.loads(run_python("-c", probe).splitlines()[-1])
+    assert found["same"] is True and found["gc"] is False
+    assert found["threads"].count("gc-off-the-loop") == 1
+
+
+def test_importing_the_api_patches_nothing_and_starting_it_caches_schedule_checks() -> None:
+    probe = (
+        "import json, prefect.types._datetime as d\n"
+        "from fastapi.testclient import TestClient\n"
+        "import api.main\n"
+        "imported = hasattr(d.get_timezones, 'cache_info')\n"
+        "with TestClient(api.main.app):\n"
+        "    started = hasattr(d.get_timezones, 'cache_info')\n"
+        "print(json.dumps({'imported': imported, 'started': started}))\n"
+    )
+    # The lifespan opens a Prefect client, which connects only on a request: no server needed.
+    found = json.loads(
+        run_python("-c", probe, PREFECT_API_URL="http://127.0.0.1:9/api").splitlines()[-1]
+    )
+    assert found == {"imported": False, "started": True}
+
+
+@pytest.fixture
+def unpatched(monkeypatch: pytest.MonkeyPatch) -> dict[str, Callable[..., object]]:
+    """Everything the schedule fix replaces set to uncached stand-ins (Prefect's back after)."""
+    stand_ins: dict[str, Callable[..., object]] = {
+        "get_timezones": lambda: {"UTC"},
+        "validate_cron_string": lambda value: value,
+    }
+    for target in SCHEDULE_CHECKS.replaces:
+        module, attribute = target.split(":")
+        monkeypatch.setattr(importlib.import_module(module), attribute, stand_ins[attribute])
+    return stand_ins
+
+
+def assert_nothing_patched(stand_ins: dict[str, Callable[..., object]], gc_was: bool) -> None:
+    """Assert the schedule fix's attributes are still the stand-ins, and the collector as it was."""
+    for target in SCHEDULE_CHECKS.replaces:
+        module, attribute = target.split(":")
+        assert getattr(importlib.import_module(module), attribute) is stand_ins[attribute], target
+    assert gc.isenabled() is gc_was
+    assert "gc-off-the-loop" not in [t.name for t in threading.enumerate()]
+
+
+@pytest.mark.parametrize("version", ["3.9.0", "3.7.4", "4.0.0rc1", "not-a-version"])
+@pytest.mark.parametrize("install", ["cache_schedule_checks", "collect_garbage_off_the_loop"])
+def test_each_fix_refuses_a_prefect_outside_its_versions_and_patches_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    unpatched: dict[str, Callable[..., object]],
+    install: str,
+    version: str,
+) -> None:
+    gc_was = gc.isenabled()
+    monkeypatch.setattr(prefect, "__version__", version)
+    for call in (getattr(prefect_patches, install), install_server_fixes):
+        with pytest.raises(PrefectPatchError) as refused:
+            call()
+        message = str(refused.value)
+        # install_server_fixes checks the schedule fix first: that is the one it names.
+        named = install if call is not install_server_fixes else "cache_schedule_checks"
+        assert named in message and f"Prefect {version}" in message
+        assert "widen its supported versions" in message
+    assert_nothing_patched(unpatched, gc_was)
+
+
+@pytest.mark.parametrize("target", SCHEDULE_CHECKS.replaces)
+def test_the_schedule_fix_refuses_when_an_attribute_it_replaces_is_gone_and_patches_nothing(
+    monkeypatch: pytest.MonkeyPatch, unpatched: dict[str, Callable[..., object]], target: str
+) -> None:
+    gc_was = gc.isenabled()
+    module, attribute = target.split(":")
+    monkeypatch.delattr(importlib.import_module(module), attribute)
+    for call in (cache_schedule_checks, install_server_fixes):
+        with pytest.raises(PrefectPatchError, match="cache_schedule_checks") as refused:
+            call()
+        assert f"{module}.{attribute}" in str(refused.value)
+        assert "re-check the patch" in str(refused.value)
+    # Put the deleted one back: every other attribute must still be its untouched stand-in.
+    monkeypatch.setattr(
+        importlib.import_module(module), attribute, unpatched[attribute], raising=False
+    )
+    assert_nothing_patched(unpatched, gc_was)
+
+
+def test_the_schedule_fix_refuses_a_module_whose_copy_is_another_function(
+    monkeypatch: pytest.MonkeyPatch, unpatched: dict[str, Callable[..., object]]
+) -> None:
+    own = "prefect.client.schemas.schedules"
+    monkeypatch.setattr(f"{own}.validate_cron_string", lambda value: value)
+    with pytest.raises(PrefectPatchError, match="cache_schedule_checks") as refused:
+        cache_schedule_checks()
+    assert f"{own}.validate_cron_string" in str(refused.value)
+    monkeypatch.setattr(f"{own}.validate_cron_string", unpatched["validate_cron_string"])
+    assert_nothing_patched(unpatched, gc.isenabled())
+
+
+@pytest.mark.parametrize(("implementation", "python"), [("PyPy", "3.11.9"), ("CPython", "3.14.0")])
+def test_the_gc_fix_refuses_another_python_and_install_patches_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    unpatched: dict[str, Callable[..., object]],
+    implementation: str,
+    python: str,
+) -> None:
+    gc_was = gc.isenabled()
+    monkeypatch.setattr(prefect_patches.platform, "python_implementation", lambda: implementation)
+    monkeypatch.setattr(prefect_patches.platform, "python_version", lambda: python)
+    for call in (collect_garbage_off_the_loop, install_server_fixes):
+        with pytest.raises(PrefectPatchError, match="collect_garbage_off_the_loop") as refused:
+            call()
+        assert f"{implementation} {python}" in str(refused.value)
+    # install_server_fixes checks both before patching either: the schedule fix is not applied.
+    assert_nothing_patched(unpatched, gc_was)

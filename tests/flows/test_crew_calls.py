@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
+from flows.crew_batches import rate_limit_name, response_rows
 from flows.crew_calls import (
     CrewCaller,
     CrewUser,
     crew_payload,
     retry_delays,
 )
-from flows.crew_responses import rate_limit_name, response_rows
 
 USER = CrewUser("u1", "Bakery in Lyon", "Rapid growth")
 

@@ -19,7 +19,7 @@ from db.crew import upsert_users
 from db.models import RunOutcome
 from flows import crew_responses as crew_module
 from flows.crew_responses import crew_responses
-from tests.conftest import CREW_API_PORT
+from tests.utils.services import CREW_API_PORT
 
 QUICK: dict[str, Any] = {
     "retries": 1,

@@ -1,0 +1,136 @@
+"""Prefect API calls the client does not make the way we need: pages, upserts, run paging.
+
+Plain functions over a `PrefectClient`. Where we call Prefect's REST routes directly it is
+because the client's method costs a second call (it answers an id where the route answers the
+object) or lacks a filter the server has; each says which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import DeploymentCreate
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.responses import DeploymentResponse
+from prefect.client.schemas.sorting import FlowRunSort
+
+# Prefect's list endpoints return at most this many items per call.
+PREFECT_PAGE = 200
+# Flow ids by (Prefect API, flow name): a flow is created once, not upserted per request.
+_FLOW_IDS: dict[tuple[str, str], uuid.UUID] = {}
+
+
+async def page_deployments(
+    client: PrefectClient, body: dict[str, Any], limit: int, offset: int
+) -> tuple[list[DeploymentResponse], int]:
+    """A page of deployments by name for a filter `body`, and the filter's total.
+
+    One call (`/deployments/paginate`, page and total) when `offset` is a whole number of
+    pages; else a filter and a count at once, since paginate takes only page numbers. The
+    body is raw because Prefect's server filters on `paused` while its client model lacks it.
+    """
+    if offset % limit == 0:
+        answer = await client.request(
+            "POST",
+            "/deployments/paginate",
+            json={**body, "limit": limit, "page": offset // limit + 1, "sort": "NAME_ASC"},
+        )
+        data = answer.json()
+        found, total = data["results"], data["count"]
+    else:
+        page, count = await asyncio.gather(
+            client.request(
+                "POST",
+                "/deployments/filter",
+                json={**body, "limit": limit, "offset": offset, "sort": "NAME_ASC"},
+            ),
+            client.request("POST", "/deployments/count", json=body),
+        )
+        found, total = page.json(), count.json()
+    return [DeploymentResponse.model_validate(d) for d in found], int(total)
+
+
+async def upsert_deployment(
+    client: PrefectClient, work_pool_name: str, flow_name: str, fields: dict[str, Any]
+) -> DeploymentResponse:
+    """Prefect's create-deployment call (an upsert on flow and name), keeping its answer.
+
+    `PrefectClient.create_deployment` sends the same body but returns only the id, which
+    would cost a second read; the flow's id is looked up once per process, not per call.
+    """
+    key = (str(client.api_url), flow_name)
+    cached = _FLOW_IDS.get(key)
+    try:
+        return await _post_deployment(
+            client, cached or await _flow_id(client, key), work_pool_name, fields
+        )
+    except httpx.HTTPStatusError as exc:
+        if cached is None or exc.response.status_code not in (404, 409):
+            raise
+    # The cached flow was deleted since (an operator's `prefect flow delete`): create it again.
+    return await _post_deployment(client, await _flow_id(client, key), work_pool_name, fields)
+
+
+async def _flow_id(client: PrefectClient, key: tuple[str, str]) -> uuid.UUID:
+    _FLOW_IDS[key] = await client.create_flow_from_name(key[1])
+    return _FLOW_IDS[key]
+
+
+async def _post_deployment(
+    client: PrefectClient, flow_id: uuid.UUID, work_pool_name: str, fields: dict[str, Any]
+) -> DeploymentResponse:
+    body = DeploymentCreate(flow_id=flow_id, **fields)
+    body.work_pool_name = work_pool_name
+    response = await client.request(
+        "POST", "/deployments/", json=body.model_dump(mode="json", exclude_unset=True)
+    )
+    return DeploymentResponse.model_validate(response.json())
+
+
+def runs_filter(states: list[StateType]) -> FlowRunFilter:
+    """Flow runs in any of `states`."""
+    return FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states)))
+
+
+async def read_runs(
+    client: PrefectClient,
+    deployment_id: uuid.UUID,
+    states: list[StateType],
+    limit: int,
+    offset: int = 0,
+) -> list[FlowRun]:
+    """Up to `limit` runs of a deployment in `states`, newest first, past Prefect's page cap."""
+    runs: list[FlowRun] = []
+    while len(runs) < limit:
+        chunk = await client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            flow_run_filter=runs_filter(states),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+            limit=min(PREFECT_PAGE, limit - len(runs)),
+            offset=offset + len(runs),
+        )
+        runs += chunk
+        if len(chunk) < PREFECT_PAGE:
+            break
+    return runs
+
+
+async def count_runs(
+    client: PrefectClient, deployment_id: uuid.UUID, states: list[StateType]
+) -> int:
+    """How many runs of a deployment are in `states`."""
+    return await client.count_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        flow_run_filter=runs_filter(states),
+    )
