@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,7 +30,6 @@ class Settings(BaseSettings):
         env_file=PROJECT_DIR / ".env", env_ignore_empty=True, extra="ignore"
     )
 
-    environment: Literal["development", "test", "production"] = "development"
     # Where `make run` keeps Prefect's state and the logs.
     data_dir: Path = DATA_DIR
     database_url: str = f"sqlite:///{DATA_DIR / 'pipelines.db'}"
@@ -53,14 +51,13 @@ class Settings(BaseSettings):
     # first on PATH under `uv run` or an activated virtualenv.
     flow_run_command: str = "python -m prefect.engine"
 
-    # Service jobs (seed 001): `<NAME>_SERVICE_URL` names the base URL of service `<name>-service`
+    # Service jobs: `<NAME>_SERVICE_URL` names the base URL of service `<name>-service`
     # (EMAIL_SERVICE_URL -> email-service); SERVICE_URLS='{"name": "url"}' adds or overrides.
     service_urls: dict[str, str] = Field(default_factory=dict)
     # Comma-separated URL prefixes; when set, a job whose endpoint URL is outside is refused.
     service_allowlist: str | None = None
-    service_job_timeout_seconds: float = Field(default=300, gt=0)
 
-    # The crew pipeline (seed 000): the run-crew URL used when no CrewApi block is named, the
+    # The crew pipeline: the run-crew URL used when no CrewApi block is named, the
     # deployment /api/scheduler acts on, and its interval until `start` sets one.
     crew_api_url: str | None = None
     crew_schedule_name: str = "crew-scheduler"
@@ -85,7 +82,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _service_urls_from_env(self) -> Settings:
-        # The seed's convention: one `<NAME>_SERVICE_URL` variable per service.
+        # The service-job registry's convention: one `<NAME>_SERVICE_URL` variable per service.
         found = {
             name[: -len("_SERVICE_URL")].lower().replace("_", "-") + "-service": url
             for name, url in os.environ.items()

@@ -1,4 +1,4 @@
-"""The job registry (/api/jobs, seed 001) against Prefect's own client, on SQLite and PostgreSQL.
+"""The service-job registry (/api/jobs) against Prefect's own client, on SQLite and PostgreSQL.
 
 Run: `uv run --no-sync python -m benchmarks.register_jobs [--jobs N] [--prefect-db
 sqlite|postgres|both] [--skip-due] [--prefect-unpatched]` (defaults 1000 jobs on both databases;
@@ -228,7 +228,7 @@ def say(text: str) -> None:
 
 
 def registration(name: str, cron: str) -> dict[str, Any]:
-    """A job as a service registers it (seed 001)."""
+    """A job as a service registers it with the registry."""
     return {
         "name": name,
         "displayName": f"Bench {name}",

@@ -49,7 +49,7 @@ def _has_text(column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
 
 
 def eligible(table: sa.Table) -> sa.ColumnElement[bool]:
-    """Users with a context or a goal (what the seed sends)."""
+    """Users with a context or a goal (what the crew scheduler sends)."""
     return sa.or_(_has_text(table.c.context), _has_text(table.c.goal))
 
 

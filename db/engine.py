@@ -1,16 +1,13 @@
-"""Engines and sessions: one engine per database URL per process."""
+"""Engines: one per database URL per process, with the settings we rely on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from settings import get_settings, normalise_database_url
 
@@ -42,15 +39,3 @@ def create_db_engine(url: str) -> Engine:
 def get_engine(url: str | None = None) -> Engine:
     """The shared engine for `url` (default: the configured database)."""
     return create_db_engine(url or get_settings().database_url)
-
-
-@contextmanager
-def session_scope(engine: Engine | None = None) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    with Session(engine or get_engine(), expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise

@@ -91,7 +91,7 @@ class UserBase(SQLModel):
 
 
 class User(UserBase, table=True):
-    """A user whose context and goal the crew pipeline sends (seed 000's users)."""
+    """A user whose context and goal the crew pipeline sends (the crew scheduler's users)."""
 
     __tablename__ = "users"
 
@@ -100,7 +100,8 @@ class User(UserBase, table=True):
 
 
 class CrewResponseBase(SQLModel):
-    # No foreign key to users.uid (the seed has one): users may live in another database.
+    # No foreign key to users.uid (the crew scheduler's own schema has one): users may live in
+    # another database.
     user_uid: str = Field(max_length=255, index=True)
     request_context: str | None = Field(default=None, sa_type=sa.Text)
     request_goal: str | None = Field(default=None, sa_type=sa.Text)
@@ -112,7 +113,7 @@ class CrewResponseBase(SQLModel):
 
 
 class CrewResponse(CrewResponseBase, table=True):
-    """One user's crew API answer (or failure) in one flow run: seed 000's table plus run fields."""
+    """One user's crew API answer (or failure) in one flow run: the crew scheduler's row + run."""
 
     __tablename__ = "crew_responses"
     __table_args__ = (

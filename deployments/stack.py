@@ -50,7 +50,7 @@ def stack_env() -> dict[str, str]:
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS=env.get(
             "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "10"
         ),
-        # The crew scheduler (seed 000) calls our demo crew API unless one is configured.
+        # The crew scheduler calls our demo crew API unless one is configured.
         CREW_API_URL=settings.crew_api_url or f"{settings.public_api_url}/demo/run-crew",
         SP_PROJECT_DIR=str(PROJECT_DIR),
         SP_PUBLIC_API_URL=settings.public_api_url,
@@ -65,8 +65,13 @@ def worker_env(env: dict[str, str]) -> dict[str, str]:
     A SQLite-backed Prefect server answers 503 while a burst of writes holds its lock; the
     worker and flow runs retry those 10 times (default 5, with exponential backoff) so a burst
     does not crash a run. Our API keeps the default: it answers a client 503 sooner.
+
+    The worker's own interpreter's folder comes first on PATH, so the pool's flow-run command
+    (`python -m prefect.engine`) runs in the project's environment whether or not the shell
+    that started us had it activated.
     """
-    return {"PREFECT_CLIENT_MAX_RETRIES": "10", **env}
+    path = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
+    return {"PREFECT_CLIENT_MAX_RETRIES": "10", **env, "PATH": path}
 
 
 def worker_command(pool: str) -> list[str]:
@@ -205,7 +210,7 @@ def main() -> None:
             f"  Our API      {api_url}\n"
             f"  API docs     {api_url}/docs\n"
             f"  Logs         {logs_dir()}\n"
-            f"Try: PREFECT_API_URL={prefect_url()}/api uv run prefect deployment run "
+            f"Try: PREFECT_API_URL={prefect_url()}/api .venv/bin/prefect deployment run "
             "api-call/demo-prices\n"
             f"     curl '{api_url}/api/records?schedule=demo-prices'\n"
             "Ctrl-C stops everything.",

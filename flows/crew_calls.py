@@ -46,7 +46,7 @@ class CrewResult:
 
 
 def crew_payload(user: CrewUser) -> dict[str, Any]:
-    """The seed's request body, unchanged."""
+    """The crew scheduler's request body, unchanged."""
     return {
         "customer_business_background_latest": user.context,
         "customer_goal_latest": user.goal,

@@ -1,4 +1,4 @@
-"""The service-job contract (seed 001): JobContext out, JobResult back, and the job's parameters."""
+"""The service-job registry's contract: JobContext out, JobResult back, and the job's parameters."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def resolve_service_url(
 
 
 def service_env_var(service: str) -> str:
-    """The variable naming a service URL, seed style (email-service: EMAIL_SERVICE_URL)."""
+    """The variable naming a service's URL, registry style: email-service -> EMAIL_SERVICE_URL."""
     return service.removesuffix("-service").upper().replace("-", "_") + "_SERVICE_URL"
 
 

@@ -1,4 +1,4 @@
-"""Seed 000's crew scheduler over HTTP: its curl examples end to end, and bad input refused."""
+"""The crew scheduler over HTTP: its curl examples end to end, and bad input refused."""
 
 from __future__ import annotations
 
@@ -7,10 +7,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.test_schedules_prefect import deployment_count
+from tests.utils.prefect_server import deployment_count
 from tests.utils.runs import wait_for_run
 
-SEED_KEYS = {"id", "userUid", "requestContext", "requestGoal", "responseData", "createdAt"}
+CREW_SCHEDULER_KEYS = {
+    "id",
+    "userUid",
+    "requestContext",
+    "requestGoal",
+    "responseData",
+    "createdAt",
+}
 
 
 def users(n: int = 50, without: int = 10) -> list[dict[str, Any]]:
@@ -30,7 +37,7 @@ def deployment(api_url: str, name: str) -> dict[str, Any]:
 
 
 @pytest.mark.e2e
-def test_the_seeds_curl_examples_against_prefect_and_a_worker(
+def test_the_crew_schedulers_curl_examples_against_prefect_and_a_worker(
     api, worker, crew, prefect_api_url, sqlite_engine
 ):
     with sqlite_engine.begin() as conn:
@@ -70,7 +77,7 @@ def test_the_seeds_curl_examples_against_prefect_and_a_worker(
     one = api.get("/api/crew-responses", params={"userUid": "crew-042"}).json()
     assert one["success"] is True and one["count"] == 1
     row = one["data"][0]
-    assert set(row) >= SEED_KEYS
+    assert set(row) >= CREW_SCHEDULER_KEYS
     assert (row["userUid"], row["requestContext"], row["requestGoal"], row["status"]) == (
         "crew-042",
         "Business 42",
@@ -140,7 +147,7 @@ def test_bad_response_queries_name_the_parameter(api, params, loc):
     assert response.status_code == 422 and loc in locs(response)
 
 
-def test_dates_are_read_as_iso_8601_like_the_seed(api, sqlite_engine):
+def test_dates_are_read_as_iso_8601_like_the_crew_scheduler(api, sqlite_engine):
     """As JavaScript's Date reads them: a bare date is midnight UTC; bounds are inclusive."""
     import uuid
     from datetime import UTC, datetime

@@ -1,4 +1,4 @@
-"""Seed 001's job registry on Prefect: register, trigger, history, stats, operators, faults."""
+"""The service-job registry on Prefect: register, trigger, history, stats, operators, faults."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.test_schedules_prefect import deployment_count, plan_runs, planned_runs
 from tests.utils.http_source import HttpSource, Reply, serve_http_source
 from tests.utils.prefect_cli import prefect_cli
+from tests.utils.prefect_server import deployment_count, plan_runs, planned_runs
 from tests.utils.runs import wait_for_run
 from tests.utils.services import EMAIL_SERVICE_PORT
 
@@ -24,7 +24,7 @@ RESULT = {
     "itemsFailed": 1,
     "metadata": {"batch": 1},
 }
-# The seed's registration example, verbatim.
+# The registry's documented registration example, verbatim.
 WEEKLY_DIGEST = {
     "name": "weekly-digest",
     "displayName": "Weekly Digest",

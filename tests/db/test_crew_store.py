@@ -1,4 +1,4 @@
-"""users and crew_responses: paging, idempotent storage and the seed's filters, on both DBs."""
+"""users and crew_responses: paging, idempotent storage and the crew filters, on both DBs."""
 
 from __future__ import annotations
 

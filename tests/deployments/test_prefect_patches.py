@@ -11,6 +11,7 @@ import sys
 import threading
 import zoneinfo
 from collections.abc import Callable
+from typing import Any
 
 import prefect
 import pytest
@@ -104,9 +105,15 @@ def test_prefect_server_module_installs_both_fixes_before_prefect_runs() -> None
         "from deployments.prefect_server import main\n"
         "main()\n"
     )
-    found = json.loads(run_python("-c", probe).splitlines()[-1])
+    found = run_probe(probe)
     assert found["gc"] is False and found["zones"] is True
     assert "gc-off-the-loop" in found["threads"]
+
+
+def run_probe(code: str) -> dict[str, Any]:
+    """Run `code` in a fresh interpreter; the JSON object its last line prints."""
+    found: dict[str, Any] = json.loads(run_python("-c", code).splitlines()[-1])
+    return found
 
 
 def run_gc_scene(mode: str) -> dict[str, object]:
@@ -138,7 +145,7 @@ def test_a_second_install_changes_nothing() -> None:
         "print(json.dumps({'same': d.get_timezones is zones, 'gc': gc.isenabled(), "
         "'threads': [t.name for t in threading.enumerate()]}))\n"
     )
-    found = json.loads(run_python("-c", probe).splitlines()[-1])
+    found = run_probe(probe)
     assert found["same"] is True and found["gc"] is False
     assert found["threads"].count("gc-off-the-loop") == 1
 

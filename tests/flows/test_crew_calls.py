@@ -20,7 +20,7 @@ from flows.crew_calls import (
 USER = CrewUser("u1", "Bakery in Lyon", "Rapid growth")
 
 
-def test_the_payload_is_the_seeds_request_body():
+def test_the_payload_is_the_crew_schedulers_request_body():
     assert crew_payload(USER) == {
         "customer_business_background_latest": "Bakery in Lyon",
         "customer_goal_latest": "Rapid growth",

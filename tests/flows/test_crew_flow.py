@@ -106,7 +106,7 @@ def crew_body(user: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def test_the_seeds_request_body_is_sent_and_the_answer_stored(crew, users, sqlite_engine):
+def test_the_crew_request_body_is_sent_and_the_answer_stored(crew, users, sqlite_engine):
     run()
     assert sorted(crew.bodies, key=str) == sorted((crew_body(u) for u in users), key=str)
     with sqlite_engine.connect() as conn:

@@ -1,4 +1,4 @@
-"""A fake crew API (seed 000's `CREW_API_URL`): a tiny ASGI app with settable latency and faults.
+"""A fake crew API (the crew scheduler's CREW_API_URL): an ASGI app with settable latency, faults.
 
 Which users fail is decided by a stable hash of the request body, so a test knows in advance
 which users end `failed` and a failing user keeps failing across its retries (as a real,

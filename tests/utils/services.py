@@ -8,6 +8,6 @@ from tests.utils.ports import free_port
 # The fake email-service of the job registry tests (EMAIL_SERVICE_URL).
 EMAIL_SERVICE_PORT = free_port()
 EMAIL_SERVICE_URL = f"http://127.0.0.1:{EMAIL_SERVICE_PORT}"
-# The fake crew API of the crew pipeline tests (CREW_API_URL, as the seed configures it).
+# The fake crew API of the crew pipeline tests (CREW_API_URL, as the crew scheduler configures it).
 CREW_API_PORT = free_port()
 CREW_API_URL = f"http://127.0.0.1:{CREW_API_PORT}/run-crew"

@@ -1,4 +1,4 @@
-"""users and crew_responses (seed 000)
+"""users and crew_responses (the crew scheduler)
 
 Revision ID: 0002
 Revises: 0001
@@ -28,8 +28,8 @@ def upgrade() -> None:
         sa.Column("goal", sa.Text(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
-    # The seed's schema (id, user_uid, request_context, request_goal, response_data, created_at
-    # and its three indexes) plus the run that wrote the row, its status and error.
+    # The crew scheduler's schema (id, user_uid, request_context, request_goal, response_data,
+    # created_at and its three indexes) plus the run that wrote the row, its status and error.
     op.create_table(
         "crew_responses",
         sa.Column("id", sa.Integer(), primary_key=True),
