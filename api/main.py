@@ -16,7 +16,7 @@ from api.deps import require_api_key
 from api.routes import crew, demo, health, jobs, records, runs, schedules
 from db.engine import get_engine
 from deployments.errors import ScheduleExists, ScheduleNotFound, SpecError
-from deployments.prefect_patches import cache_schedule_checks
+from deployments.prefect_patches import install_client_fixes
 
 
 def create_app(engine: Engine | None = None) -> FastAPI:
@@ -24,7 +24,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        cache_schedule_checks()  # every deployment we read from Prefect builds its schedule
+        install_client_fixes()  # schedule checks cached, cron planned by Debian cron's rules
         app.state.engine = engine or get_engine()
         app.state.prefect_writes = asyncio.Semaphore(4)
         async with get_client() as client:

@@ -1,4 +1,4 @@
-"""Two fixes to Prefect 3.8, for its server and for every process of ours that reads schedules.
+"""Three fixes to Prefect 3.8, for its server and for every process of ours that reads schedules.
 
 1. Schedule checks done once per value (`cache_schedule_checks`). Prefect checks the time zone
 of every cron schedule it builds, on the server and in the client, against
@@ -29,6 +29,15 @@ reproduced by tests/utils/gc_deadlock.py. `collect_garbage_off_the_loop()` turns
 automatic collection off and runs the same generational collections from a thread of its own, so
 a blocked finalizer stalls only that thread until the lock holder, still scheduled, commits.
 
+3. Cron schedules planned by Debian cron's DST rules (`plan_cron_by_debian_rules`). Prefect's
+server plans cron runs with croniter, which gets both DST changes wrong (measured on its own
+server): `30 2 * * *` in Europe/Paris is planned at 01:30 CET on 2027-03-28, an hour before its
+time (02:30 does not exist that day), and `0 * * * *` in Europe/Berlin has no run in the repeated
+hour of 2027-10-31. Its CronSchedule's date generator is replaced by one that asks
+`deployments.cron.debian_cron_times` (cronsim) and yields the same kind of dates, so the
+scheduler loop, `POST /deployments/{id}/schedule` and the UI's upcoming runs follow the rules
+our API answers with; expressions those rules do not cover go to Prefect's own maths.
+
 Each fix is guarded (`SCHEDULE_CHECKS`, `GC_OFF_THE_LOOP`): before patching anything it checks
 that the Prefect release is one the fix was checked against and that everything it replaces or
 relies on is still there, and raises `PrefectPatchError` otherwise, so that upgrading Prefect
@@ -37,14 +46,16 @@ stops our processes at start-up instead of silently running them unpatched or mi
 
 from __future__ import annotations
 
+import datetime
 import functools
 import gc
 import importlib
 import platform
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from types import ModuleType
+from typing import Any
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
@@ -79,6 +90,19 @@ SCHEDULE_CHECKS = Patch(
         "prefect.schedules:validate_cron_string",
     ),
 )
+CRON_DST = Patch(
+    name="plan_cron_by_debian_rules",
+    prefect_versions=SpecifierSet(">=3.8,<3.9"),
+    # What the replacement relies on to prepare its arguments and build its answers as the
+    # original does (the dates' text goes into the scheduler's idempotency keys).
+    replaces=(
+        "prefect.server.schemas.schedules:CronSchedule._get_dates_generator",
+        "prefect.server.schemas.schedules:_prepare_scheduling_start_and_end",
+        "prefect.server.schemas.schedules:MAX_ITERATIONS",
+        "prefect.server.schemas.schedules:create_datetime_instance",
+        "prefect.server.schemas.schedules:now",
+    ),
+)
 GC_OFF_THE_LOOP = Patch(
     name="collect_garbage_off_the_loop",
     # The stall is in Prefect 3.8's SQLite server (aiosqlite, its 60 s busy timeout).
@@ -102,7 +126,7 @@ def _prefect_version() -> str:
     return str(prefect.__version__)
 
 
-def _require(patch: Patch) -> list[tuple[ModuleType, str]]:
+def _require(patch: Patch) -> list[tuple[Any, str]]:
     """Check that `patch` fits this Prefect and Python; return the (module, attribute)s it replaces.
 
     Raises PrefectPatchError naming the patch and what does not fit; patches nothing.
@@ -135,7 +159,7 @@ def _require(patch: Patch) -> list[tuple[ModuleType, str]]:
                 f"got {threshold} and {count}: re-check the patch against this Python's "
                 f"collector ({patch.name} {where})"
             )
-    targets: list[tuple[ModuleType, str]] = []
+    targets: list[tuple[Any, str]] = []  # (module or class, attribute)
     first: dict[str, tuple[str, object]] = {}  # attribute -> the module and value seen first
     for target in patch.replaces:
         module_name, attribute = target.split(":")
@@ -146,12 +170,16 @@ def _require(patch: Patch) -> list[tuple[ModuleType, str]]:
                 f"{patch.name} replaces {module_name}.{attribute}, but Prefect {found} has no "
                 f"module {module_name}: {_UPDATE} ({patch.name} {where})"
             ) from exc
-        if not hasattr(module, attribute):
+        owner: object = module
+        *path, attribute = attribute.split(".")  # "Class.method": the method of a class
+        for name in path:
+            owner = getattr(owner, name, None)
+        if owner is None or not hasattr(owner, attribute):
             raise PrefectPatchError(
                 f"{patch.name} replaces {module_name}.{attribute}, which Prefect {found} does "
                 f"not have: {_UPDATE} ({patch.name} {where})"
             )
-        value = getattr(module, attribute)
+        value = getattr(owner, attribute)
         origin, expected = first.setdefault(attribute, (module_name, value))
         if value is not expected:
             # One wrapper of the first module's function in its place would change behaviour.
@@ -160,17 +188,68 @@ def _require(patch: Patch) -> list[tuple[ModuleType, str]]:
                 f"{origin}.{attribute}, but in Prefect {found} it is another one: {_UPDATE} "
                 f"({patch.name} {where})"
             )
-        targets.append((module, attribute))
+        targets.append((owner, attribute))
     return targets
 
 
 def install_server_fixes() -> None:
-    """Both fixes, for a Prefect server process (ours or the test harness's); call it first."""
-    # Both guards before either patch: a refusal leaves the process entirely unpatched.
-    _require(SCHEDULE_CHECKS)
-    _require(GC_OFF_THE_LOOP)
+    """Every fix, for a Prefect server process (ours or the test harness's); call it first."""
+    # Every guard before any patch: a refusal leaves the process entirely unpatched.
+    for patch in (SCHEDULE_CHECKS, CRON_DST, GC_OFF_THE_LOOP):
+        _require(patch)
     cache_schedule_checks()
+    plan_cron_by_debian_rules()
     collect_garbage_off_the_loop()
+
+
+def install_client_fixes() -> None:
+    """The fixes for a process that reads and plans schedules but serves no Prefect (our API)."""
+    for patch in (SCHEDULE_CHECKS, CRON_DST):
+        _require(patch)
+    cache_schedule_checks()
+    plan_cron_by_debian_rules()
+
+
+def plan_cron_by_debian_rules() -> None:
+    """Make Prefect's server-side CronSchedule plan runs by Debian cron's DST rules (idempotent).
+
+    The replacement prepares `start`, `end` and `n` exactly as Prefect's generator does, asks
+    `debian_cron_times`, and yields Prefect's own datetime type in the schedule's zone (whose
+    text, "2027-03-29 02:30:00+02:00", is part of the scheduler's idempotency key, so runs a
+    server planned before the fix are not planned twice). Expressions the rules do not cover
+    (None from debian_cron_times) get Prefect's original generator.
+    """
+    _require(CRON_DST)
+    from prefect.server.schemas import schedules as server_schedules
+
+    from deployments.cron import debian_cron_times
+
+    cron_schedule = server_schedules.CronSchedule
+    original = cron_schedule._get_dates_generator
+    if getattr(original, "debian_cron", False):
+        return  # installed already
+
+    def dates(
+        self: server_schedules.CronSchedule,
+        n: int | None = None,
+        start: datetime.datetime | None = None,
+        end: datetime.datetime | None = None,
+    ) -> Iterator[datetime.datetime]:
+        first, last = server_schedules._prepare_scheduling_start_and_end(
+            start if start is not None else server_schedules.now("UTC"), end, self.timezone or "UTC"
+        )
+        limit = n if n is not None else server_schedules.MAX_ITERATIONS if end is not None else 1
+        times = debian_cron_times(
+            self.cron, self.timezone, first, limit=limit, end=last, day_or=self.day_or
+        )
+        if times is None:
+            yield from original(self, n=n, start=start, end=end)
+            return
+        for when in times:
+            yield server_schedules.create_datetime_instance(when)
+
+    dates.debian_cron = True  # type: ignore[attr-defined]
+    cron_schedule._get_dates_generator = dates  # type: ignore[method-assign,assignment]
 
 
 def cache_schedule_checks() -> None:

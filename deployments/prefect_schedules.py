@@ -12,6 +12,7 @@ from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRu
 from prefect.server.schemas import schedules as server_schedules
 from pydantic import TypeAdapter
 
+from deployments.cron import debian_cron_times
 from deployments.spec import (
     WEEKDAYS,
     CronTiming,
@@ -49,8 +50,8 @@ def once_rrule(timing: OnceTiming) -> str:
 def to_prefect_schedule(timing: Timing) -> PrefectSchedule | None:
     """The Prefect schedule that fires at the spec's times (None: run on demand only).
 
-    Daily, weekly and once become cron / rrule schedules in the given zone, so Prefect
-    handles DST and the UI shows the real schedule.
+    Daily, weekly and once become cron / rrule schedules in the given zone, so the UI shows
+    the real schedule; cron times follow Debian cron across DST (`debian_cron_times`).
     """
     match timing:
         case CronTiming():
@@ -108,8 +109,9 @@ def from_prefect_schedule(kind: str | None, schedule: PrefectSchedule | None) ->
 async def next_fire_times(schedule: PrefectSchedule | None, count: int) -> list[datetime]:
     """The next `count` times from now that Prefect's scheduler plans for `schedule`.
 
-    Prefect's own schedule maths (its server-side schedule models), so the answer is the
-    runs the scheduler will create, whether or not its loop has created them yet. That maths
+    The same maths as the scheduler (cron: `debian_cron_times`, which our fix gives Prefect's
+    server; others: Prefect's server-side schedule models), so the answer is the runs the
+    scheduler will create, whether or not its loop has created them yet. That maths
     costs ~0.3 ms a schedule (a page of 50 jobs doubled Prefect's own time for the page), so
     answers are kept per schedule and count until the first of them passes: until then the
     next `count` times from now are the same times.
@@ -117,12 +119,22 @@ async def next_fire_times(schedule: PrefectSchedule | None, count: int) -> list[
     if schedule is None:
         return []
     key = (type(schedule).__name__, schedule.model_dump_json(), count)
+    now = datetime.now(UTC)
     known = _NEXT_TIMES.get(key)
-    if known is not None and (not known or known[0] > datetime.now(UTC)):
+    if known is not None and (not known or known[0] > now):
         _NEXT_TIMES.move_to_end(key)
         return list(known)
-    server = _AS_SERVER_SCHEDULE.validate_python(schedule.model_dump())
-    times: list[datetime] = [d.astimezone(UTC) for d in await server.get_dates(n=count)]
+    planned = (
+        debian_cron_times(
+            schedule.cron, schedule.timezone, now, limit=count, day_or=schedule.day_or
+        )
+        if isinstance(schedule, CronSchedule)
+        else None
+    )
+    if planned is None:
+        server = _AS_SERVER_SCHEDULE.validate_python(schedule.model_dump())
+        planned = list(await server.get_dates(n=count))
+    times = [d.astimezone(UTC) for d in planned]
     _NEXT_TIMES[key] = times
     if len(_NEXT_TIMES) > _NEXT_TIMES_KEPT:
         _NEXT_TIMES.popitem(last=False)

@@ -1,8 +1,9 @@
 """Prefect's CLI with our fixes installed: `python -m deployments.prefect_server server start ...`.
 
 The same command line, options and settings as `prefect server start` (or any other Prefect
-command); the process first installs `deployments.prefect_patches`' two fixes (see there why):
-schedule checks done once, and garbage collected off the event loop. On a Prefect (or Python)
+command); the process first installs `deployments.prefect_patches`' fixes (see there why):
+schedule checks done once, cron runs planned by Debian cron's DST rules, and garbage collected
+off the event loop. On a Prefect (or Python)
 the fixes were not checked against, it stops at once with `PrefectPatchError` instead.
 """
 

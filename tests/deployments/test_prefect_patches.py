@@ -190,7 +190,10 @@ def assert_nothing_patched(stand_ins: dict[str, Callable[..., object]], gc_was: 
 
 
 @pytest.mark.parametrize("version", ["3.9.0", "3.7.4", "4.0.0rc1", "not-a-version"])
-@pytest.mark.parametrize("install", ["cache_schedule_checks", "collect_garbage_off_the_loop"])
+@pytest.mark.parametrize(
+    "install",
+    ["cache_schedule_checks", "plan_cron_by_debian_rules", "collect_garbage_off_the_loop"],
+)
 def test_each_fix_refuses_a_prefect_outside_its_versions_and_patches_nothing(
     monkeypatch: pytest.MonkeyPatch,
     unpatched: dict[str, Callable[..., object]],
@@ -227,6 +230,21 @@ def test_the_schedule_fix_refuses_when_an_attribute_it_replaces_is_gone_and_patc
         importlib.import_module(module), attribute, unpatched[attribute], raising=False
     )
     assert_nothing_patched(unpatched, gc_was)
+
+
+@pytest.mark.parametrize("target", prefect_patches.CRON_DST.replaces)
+def test_the_cron_fix_refuses_when_what_it_replaces_or_relies_on_is_gone(
+    monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    module, attribute = target.split(":")
+    owner: object = importlib.import_module(module)
+    *path, name = attribute.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    monkeypatch.delattr(owner, name)
+    with pytest.raises(PrefectPatchError, match="plan_cron_by_debian_rules") as refused:
+        prefect_patches.plan_cron_by_debian_rules()
+    assert name in str(refused.value) and "re-check the patch" in str(refused.value)
 
 
 def test_the_schedule_fix_refuses_a_module_whose_copy_is_another_function(

@@ -124,6 +124,10 @@ def fire(schedule, count: int = 3) -> list[datetime]:
 def test_next_fire_times_are_what_prefect_plans(spec, same_wall_time):
     from prefect.server.schemas.schedules import SCHEDULE_TYPES
 
+    from deployments.prefect_patches import install_client_fixes
+
+    install_client_fixes()  # as our API and Prefect's server run: cron by Debian's rules
+
     schedule = to_prefect_schedule(timing(spec))
     assert schedule is not None
     before = datetime.now(UTC)
@@ -154,14 +158,14 @@ def test_next_fire_times_are_kept_until_the_first_passes(monkeypatch):
     schedule = CronSchedule(cron="0 9 * * 1", timezone="Europe/Paris")
     first = fire(schedule)
     calls = 0
-    real = prefect_schedules.server_schedules.CronSchedule.get_dates
+    real = prefect_schedules.debian_cron_times
 
-    async def counting(self, *args, **kwargs):
+    def counting(*args, **kwargs):
         nonlocal calls
         calls += 1
-        return await real(self, *args, **kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(prefect_schedules.server_schedules.CronSchedule, "get_dates", counting)
+    monkeypatch.setattr(prefect_schedules, "debian_cron_times", counting)
     assert fire(schedule) == first and calls == 0  # kept
     first.append(first[0])  # callers get their own list
     assert fire(schedule) == first[:3] and calls == 0

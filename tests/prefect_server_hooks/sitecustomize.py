@@ -16,13 +16,14 @@ import traceback
 
 
 def report_fixes(path: str) -> None:
-    """Write this process's pid, command line, Prefect version and state of both fixes to `path`."""
+    """Write this process's pid, command line, Prefect version and state of the fixes to `path`."""
     import gc
     import json
     import threading
 
     import prefect
     from prefect._internal.schemas import validators
+    from prefect.server.schemas import schedules
     from prefect.types import _datetime
 
     report = {
@@ -35,6 +36,9 @@ def report_fixes(path: str) -> None:
         ),
         "zones_cached": hasattr(_datetime.get_timezones, "cache_info"),
         "cron_cached": hasattr(validators.validate_cron_string, "cache_info"),
+        "cron_dst_debian": getattr(
+            schedules.CronSchedule._get_dates_generator, "debian_cron", False
+        ),
     }
     partial = f"{path}.{os.getpid()}"
     with open(partial, "w") as out:
