@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,12 +44,16 @@ class Settings(BaseSettings):
     public_api_url: str = "http://127.0.0.1:8000"
 
     work_pool_name: str = "pipelines"
-    # Flow runs at once on this machine: each is a Python subprocess of ~150 MB that imports
-    # Prefect (~2 s of CPU); two cores stay responsive with a handful.
-    work_pool_concurrency: int = Field(default=4, ge=1)
-    # What a worker runs for each flow run: the engine directly, one process per run
-    # (see deployments.work_pool.process_job_template). `python` is the worker's own,
-    # first on PATH under `uv run` or an activated virtualenv.
+    # The worker our pool is for: `warm-process` (deployments/warm_worker.py: each run a fork
+    # of a warm parent, started in milliseconds) or Prefect's stock `process` worker (each run
+    # a new interpreter importing Prefect, ~2 s of CPU).
+    worker_type: Literal["warm-process", "process"] = "warm-process"
+    # Flow runs at once (the pool's concurrency limit); default by worker type: a warm run is a
+    # fork of a few MB, mostly waiting on I/O (20), a stock one a ~150 MB interpreter (4).
+    work_pool_concurrency: int | None = Field(default=None, ge=1)
+    # What the stock process worker runs for each flow run: the engine directly, one process
+    # per run (see deployments.work_pool.process_job_template). `python` is the worker's own
+    # (deployments.stack.worker_env puts its folder first on PATH).
     flow_run_command: str = "python -m prefect.engine"
 
     # Service jobs: `<NAME>_SERVICE_URL` names the base URL of service `<name>-service`
@@ -90,6 +95,13 @@ class Settings(BaseSettings):
         }
         self.service_urls = {**found, **self.service_urls}
         return self
+
+    @property
+    def pool_concurrency(self) -> int:
+        """The pool's concurrency limit: WORK_POOL_CONCURRENCY, else the worker type's default."""
+        if self.work_pool_concurrency is not None:
+            return self.work_pool_concurrency
+        return 20 if self.worker_type == "warm-process" else 4
 
     @property
     def service_allowed_prefixes(self) -> list[str]:

@@ -1,4 +1,5 @@
-"""Three fixes to Prefect 3.8, for its server and for every process of ours that reads schedules.
+"""Our changes to Prefect 3.8: three fixes (its server and every process of ours that reads
+schedules) and one extension point Prefect lacks (how the warm worker starts a run).
 
 1. Schedule checks done once per value (`cache_schedule_checks`). Prefect checks the time zone
 of every cron schedule it builds, on the server and in the client, against
@@ -38,6 +39,14 @@ hour of 2027-10-31. Its CronSchedule's date generator is replaced by one that as
 scheduler loop, `POST /deployments/{id}/schedule` and the UI's upcoming runs follow the rules
 our API answers with; expressions those rules do not cover go to Prefect's own maths.
 
+4. Runs started as forks of a warm parent (`start_runs_in_zygote`, the warm worker's process
+only). Prefect's process worker starts a run through `EngineCommandStarter`, which builds the
+run's environment (flow run id, control channel for cancellation, settings, job variables)
+and hands the command to `prefect.runner._starter_engine.run_process`. That name is replaced by
+a dispatcher that sends the warm worker's own command to its zygote and every other command to
+Prefect's `run_process`, so the rest of Prefect's machinery stays as it is
+(deployments/warm_worker.py says why).
+
 Each fix is guarded (`SCHEDULE_CHECKS`, `GC_OFF_THE_LOOP`): before patching anything it checks
 that the Prefect release is one the fix was checked against and that everything it replaces or
 relies on is still there, and raises `PrefectPatchError` otherwise, so that upgrading Prefect
@@ -53,7 +62,7 @@ import importlib
 import platform
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +110,16 @@ CRON_DST = Patch(
         "prefect.server.schemas.schedules:MAX_ITERATIONS",
         "prefect.server.schemas.schedules:create_datetime_instance",
         "prefect.server.schemas.schedules:now",
+    ),
+)
+RUN_IN_ZYGOTE = Patch(
+    name="start_runs_in_zygote",
+    prefect_versions=SpecifierSet(">=3.8,<3.9"),
+    replaces=(
+        "prefect.runner._starter_engine:run_process",
+        "prefect.runner._starter_engine:EngineCommandStarter",
+        "prefect.workers.process:EngineCommandStarter",
+        "prefect.context:refresh_global_settings_context",
     ),
 )
 GC_OFF_THE_LOOP = Patch(
@@ -208,6 +227,31 @@ def install_client_fixes() -> None:
         _require(patch)
     cache_schedule_checks()
     plan_cron_by_debian_rules()
+
+
+def start_runs_in_zygote(command: str, run: Callable[..., Awaitable[Any]]) -> None:
+    """Send the engine starts whose command is exactly `command` to `run` (idempotent).
+
+    `run` gets `run_process`'s arguments (command, task_status, task_status_handler, env,
+    cwd, ...) and must behave as it does: report the process as started, return once it ended.
+    """
+    targets = dict((attribute, owner) for owner, attribute in _require(RUN_IN_ZYGOTE))
+    module = targets["run_process"]
+    original = module.run_process
+    if getattr(original, "zygote_command", None) == command:
+        return  # installed already
+    stock = getattr(original, "stock", original)
+
+    async def run_process(*args: Any, **kwargs: Any) -> Any:
+        # Prefect calls it as run_process(command=[...], ...); positionally is allowed too.
+        argv = kwargs["command"] if "command" in kwargs else args[0]
+        if list(argv) == [command]:
+            return await run(*args, **kwargs)
+        return await stock(*args, **kwargs)
+
+    run_process.zygote_command = command  # type: ignore[attr-defined]
+    run_process.stock = stock  # type: ignore[attr-defined]
+    module.run_process = run_process
 
 
 def plan_cron_by_debian_rules() -> None:

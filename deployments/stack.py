@@ -74,11 +74,13 @@ def worker_env(env: dict[str, str]) -> dict[str, str]:
     return {"PREFECT_CLIENT_MAX_RETRIES": "10", **env, "PATH": path}
 
 
-def worker_command(pool: str) -> list[str]:
-    """One process worker on `pool` (stop it with SIGINT: it ignores a single SIGTERM)."""
+def worker_command(pool: str, worker_type: str | None = None) -> list[str]:
+    """One worker on `pool`, of WORKER_TYPE by default (stop it with SIGINT: it ignores a
+    single SIGTERM)."""
+    worker_type = worker_type or get_settings().worker_type
     return [
         *[sys.executable, "-m", "deployments.prefect_server"],
-        *["worker", "start", "--pool", pool, "--type", "process"],
+        *["worker", "start", "--pool", pool, "--type", worker_type],
     ]
 
 

@@ -1,4 +1,4 @@
-"""The process work pool our deployments run on, with a job template and limit that fit."""
+"""The work pool our deployments run on: its worker type, job template and limit."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectNotFound
 from prefect.workers.process import ProcessWorker
 
+from deployments.warm_worker import WORKER_TYPE, WarmProcessWorker
 from settings import get_settings
 
 
@@ -26,33 +27,45 @@ def process_job_template(flow_run_command: str | None) -> dict[str, Any]:
     return template
 
 
+def job_template(worker_type: str, flow_run_command: str | None) -> dict[str, Any]:
+    """The base job template of a pool for `worker_type` (our warm worker or Prefect's)."""
+    if worker_type == WORKER_TYPE:
+        return WarmProcessWorker.get_default_base_job_template()
+    return process_job_template(flow_run_command)
+
+
 async def ensure_work_pool(
     client: PrefectClient,
     name: str | None = None,
     concurrency_limit: int | None = None,
     flow_run_command: str | None = None,
+    worker_type: str | None = None,
 ) -> None:
     """Create the pool, or bring an existing one to these values (idempotent).
 
     Each argument defaults to its setting (WORK_POOL_NAME, WORK_POOL_CONCURRENCY,
-    FLOW_RUN_COMMAND).
+    FLOW_RUN_COMMAND, WORKER_TYPE). Prefect cannot change a pool's type: a pool made for
+    another worker type keeps it (workers of either type poll it; Prefect logs a warning).
     """
     settings = get_settings()
     name = name or settings.work_pool_name
-    concurrency_limit = concurrency_limit or settings.work_pool_concurrency
-    template = process_job_template(flow_run_command or settings.flow_run_command)
+    concurrency_limit = concurrency_limit or settings.pool_concurrency
+    worker_type = worker_type or settings.worker_type
     try:
         pool = await client.read_work_pool(name)
     except ObjectNotFound:
         await client.create_work_pool(
             WorkPoolCreate(
                 name=name,
-                type="process",
-                base_job_template=template,
+                type=worker_type,
+                base_job_template=job_template(
+                    worker_type, flow_run_command or settings.flow_run_command
+                ),
                 concurrency_limit=concurrency_limit,
             )
         )
         return
+    template = job_template(pool.type, flow_run_command or settings.flow_run_command)
     if pool.concurrency_limit != concurrency_limit or pool.base_job_template != template:
         await client.update_work_pool(
             name,

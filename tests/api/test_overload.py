@@ -72,7 +72,7 @@ def test_fifty_simultaneous_runs_all_complete_once_and_the_api_stays_up(
         (datetime.fromisoformat(r["start_time"]), datetime.fromisoformat(r["end_time"]))
         for r in runs
     ]
-    assert max_overlap(intervals) <= get_settings().work_pool_concurrency
+    assert max_overlap(intervals) <= get_settings().pool_concurrency
     with Session(sqlite_engine) as session:
         stored = session.exec(select(func.count()).where(ApiRecord.schedule == "overload")).one()
         outcomes = session.exec(select(func.count()).where(RunOutcome.schedule == "overload")).one()

@@ -1,0 +1,188 @@
+"""The warm parent of our flow runs: Prefect and every flow imported once, a fork per run.
+
+`python -m deployments.zygote FD` is started by the warm worker (deployments/warm_worker.py)
+with one end of a socket pair as FD. It imports Prefect's engine and every module under
+`flows/`, freezes that heap (so forked children share its pages instead of copying them as the
+collector walks them), says it is ready, and then serves two kinds of line-delimited JSON:
+
+- the worker sends `{"run": n, "env": {...}, "cwd": "..."}`; the zygote forks a child that
+  becomes what `python -m prefect.engine` would be in that environment and folder, and answers
+  `{"run": n, "pid": pid}`;
+- when a child ends, the zygote reaps it and sends `{"exit": pid, "code": code}`, with
+  subprocess's convention for the code (negative: killed by that signal).
+
+The zygote is single-threaded and runs no event loop and no Prefect client, so a fork of it is
+a clean process (unlike a fork of the worker, which holds threads, sockets and a loop: the
+reason Prefect's own helpers spawn). It ignores Ctrl-C (the worker stops it by closing the
+socket) and exits once the socket is closed and its last child has been reaped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import importlib
+import json
+import os
+import pkgutil
+import runpy
+import selectors
+import signal
+import socket
+import sys
+import traceback
+from typing import Any, NoReturn
+
+# What every flow run needs before its own code: Prefect's engine and client side.
+PREFECT_MODULES = (
+    "prefect",
+    "prefect.engine",
+    "prefect.flow_engine",
+    "prefect.task_engine",
+    "prefect.flows",
+    "prefect.tasks",
+    "prefect.client.orchestration",
+    "prefect.runner.storage",
+    "prefect.deployments.steps",
+)
+FLOWS_PACKAGE = "flows"
+
+
+def preload() -> list[str]:
+    """Import Prefect's engine and every module of the flows package; the names imported."""
+    names = list(PREFECT_MODULES)
+    for name in names:
+        importlib.import_module(name)
+    package = importlib.import_module(FLOWS_PACKAGE)
+    for module in pkgutil.iter_modules(package.__path__):
+        name = f"{FLOWS_PACKAGE}.{module.name}"
+        importlib.import_module(name)
+        names.append(name)
+    return names
+
+
+def run_engine(env: dict[str, str], cwd: str | None) -> NoReturn:
+    """In a forked child: become `python -m prefect.engine` in `env` and `cwd`, then exit.
+
+    Prefect read its settings when the zygote imported it; they are read again from this
+    run's environment (its flow run id, the deployment's job variables) before the engine
+    starts, and our flow modules are imported again in it. Exit handlers run as at a normal interpreter exit (Prefect drains its log and
+    event workers in them).
+    """
+    code = 1
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        if cwd:
+            os.chdir(cwd)
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
+        # The flow modules run again (their third-party imports stay warm): a flow decorator
+        # reads settings such as PREFECT_FLOWS_DEFAULT_RETRIES, which a deployment sets for its
+        # runs through its job variables, when its module runs.
+        for name in [m for m in sys.modules if m == FLOWS_PACKAGE or m.startswith("flows.")]:
+            del sys.modules[name]
+        sys.argv = [sys.argv[0]]  # the engine reads the flow run id from PREFECT__FLOW_RUN_ID
+        runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            atexit._run_exitfuncs()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+
+class Zygote:
+    """The serving loop: fork on request, reap and report exits."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.children: set[int] = set()
+        self.pending = b""
+        self.open = True
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        self.wake_w = wake_w
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select through the pipe
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(sock, selectors.EVENT_READ)
+        self.selector.register(self.wake_r, selectors.EVENT_READ)
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self.open:
+            return
+        try:
+            self.sock.sendall(json.dumps(message).encode() + b"\n")
+        except OSError:  # the worker is gone: finish the children, then leave
+            self.open = False
+
+    def serve(self) -> None:
+        while self.open or self.children:
+            for key, _ in self.selector.select(timeout=5):
+                if key.fileobj is self.sock:
+                    self.receive()
+                else:
+                    os.read(self.wake_r, 4096)
+            self.reap()
+
+    def receive(self) -> None:
+        data = self.sock.recv(1 << 20) if self.open else b""
+        if not data:
+            self.open = False
+            self.selector.unregister(self.sock)
+            return
+        self.pending += data
+        while b"\n" in self.pending:
+            line, self.pending = self.pending.split(b"\n", 1)
+            request = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                self.become_child()
+                run_engine(request["env"], request.get("cwd"))
+            self.children.add(pid)
+            self.send({"run": request["run"], "pid": pid})
+
+    def become_child(self) -> None:
+        """Drop what is the zygote's: its socket, selector, wake-up pipe and signal handlers."""
+        self.selector.close()
+        self.sock.close()
+        signal.set_wakeup_fd(-1)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self.send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def main() -> None:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    modules = preload()
+    gc.collect()
+    gc.freeze()  # the children share these pages: the collector leaves them untouched
+    zygote = Zygote(sock)
+    zygote.send({"ready": os.getpid(), "modules": len(modules)})
+    zygote.serve()
+
+
+if __name__ == "__main__":
+    main()
