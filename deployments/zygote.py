@@ -66,8 +66,8 @@ def run_engine(env: dict[str, str], cwd: str | None) -> NoReturn:
 
     Prefect read its settings when the zygote imported it; they are read again from this
     run's environment (its flow run id, the deployment's job variables) before the engine
-    starts, and our flow modules are imported again in it. Exit handlers run as at a normal interpreter exit (Prefect drains its log and
-    event workers in them).
+    starts, and our flow modules are imported again in it. Exit handlers run as at a normal
+    interpreter exit (Prefect drains its log and event workers in them).
     """
     code = 1
     try:
