@@ -13,7 +13,7 @@ temp SQLite database, a process work pool (limit 4, the stack's engine command) 
 --skip-due, one process worker polling it from the start, with the tuning of `make run` (worker
 query 1 s, prefetch 20 s, scheduler loop 10 s).
 Every process it started is stopped at the end, also on an error, Ctrl-C or SIGTERM. Logs go to
-.data/bench-logs/register_jobs-<db>/.
+.data/bench-logs/bench-jobs-<db>/.
 
 What each number means (wall clock of this process; nothing is asserted):
 
@@ -170,12 +170,12 @@ def scratch_database() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def running_stack(db: str, prefect_cli: str) -> Iterator[Stack]:
-    """Fake service, Prefect server (on `db`, run by the module `prefect_cli`), work pool and our
-    API; all stopped on exit."""
+def running_stack(db: str, prefect_cli: str, pool: str = POOL) -> Iterator[Stack]:
+    """Fake service, Prefect server (on `db`, run by the module `prefect_cli`) and our API
+    creating deployments on `pool`; all stopped on exit."""
     with contextlib.ExitStack() as cleanup:
         tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-jobs-")))
-        logs = DATA_DIR / "bench-logs" / f"register_jobs-{db}"
+        logs = DATA_DIR / "bench-logs" / f"{pool}-{db}"
         logs.mkdir(parents=True, exist_ok=True)
         for old in logs.glob("*.log"):
             old.unlink()
@@ -196,7 +196,7 @@ def running_stack(db: str, prefect_cli: str) -> Iterator[Stack]:
             PREFECT_WORKER_PREFETCH_SECONDS="20",
             DATABASE_URL=f"sqlite:///{tmp / 'pipelines.db'}",
             EMAIL_SERVICE_URL=source.url,
-            WORK_POOL_NAME=POOL,
+            WORK_POOL_NAME=pool,
         )
         stack = Stack(
             env["PREFECT_API_URL"],
@@ -393,7 +393,11 @@ async def bench_due(stack: Stack, http: httpx.AsyncClient, client: PrefectClient
 
 
 def due_rows(
-    runs: list[FlowRun], by_id: dict[uuid.UUID, str], minute: datetime, source: HttpSource
+    runs: list[FlowRun],
+    by_id: dict[uuid.UUID, str],
+    minute: datetime,
+    source: HttpSource,
+    pool_limit: int = POOL_LIMIT,
 ) -> Rows:
     done = [r for r in runs if r.state_type in FINAL]
     completed = sum(1 for r in done if r.state_type == StateType.COMPLETED)
@@ -428,7 +432,7 @@ def due_rows(
             "due: median run, start to end",
             f"{statistics.median(runs_s):.1f} s" if runs_s else "n/a",
         ),
-        (f"due: max running (pool limit {POOL_LIMIT})", str(most)),
+        (f"due: max running (pool limit {pool_limit})", str(most)),
     ]
 
 

@@ -1,287 +1,374 @@
-"""Scheduling latency of the running stack (`make run`): how long until a flow run is Running.
+"""When runs start: the warm worker beside Prefect's stock process worker, in one run.
 
-Run: `uv run --no-sync python -m benchmarks.scheduling_latency [--runs N] [--cron-runs M]
-[--skip-cron]` with the stack already up (Prefect on :4200, our API on :8000).
+Run: `.venv/bin/python -m benchmarks.scheduling_latency [--prefect-db sqlite|postgres|both]
+[--workers warm-process,process] [--run-now N] [--burst N] [--lead S]`. It needs nothing
+running: for each Prefect database it starts a Prefect server, our API and a fake
+`email-service` answering every job in 50 ms (benchmarks/register_jobs.py's stack, with
+`make run`'s tuning: worker query 1 s, prefetch 20 s, scheduler loop 10 s); then, for each
+worker type in turn, a work pool of that type (limit: the type's default, 20 warm / 4 stock)
+and one worker polling it. Logs go to .data/bench-logs/. Nothing is asserted.
 
-What is measured, all on the one machine's wall clock (UTC):
+Measured per worker type, on this machine's wall clock:
 
-- floor: the median of 3 fresh `python -c "import prefect, flows.api_call"` subprocesses. A
-  flow run is a new Python process that imports Prefect and our flow before it can report
-  Running, so no run on this machine starts faster than this; it is the cost of starting a
-  flow process at all, not a target.
-- run-now -> Running: N sequential runs of a manual schedule `bench-run-now`; from just before
-  POST /api/schedules/bench-run-now/run to the timestamp the Prefect server gave the run's
-  Running state. It adds to the floor: the worker's poll interval (PREFECT_WORKER_QUERY_SECONDS),
-  its bookkeeping, and the engine's API calls before Running. Target: median <= floor + 1 s.
-- cron lateness: M runs of a `* * * * *` schedule `bench-cron`; Running timestamp minus the
-  run's expected start time. The worker claims runs PREFECT_WORKER_PREFETCH_SECONDS early and
-  the server holds Running back until the scheduled time, so the process start is hidden and
-  lateness can be ~0 (or slightly negative: the server rounds its wait to whole seconds).
-  Target: p95 <= 1 s.
-
-Both schedules are deleted at the end, also on Ctrl-C or error. Nothing is asserted.
+- run-now -> Running: N sequential POST /api/jobs/{name}/trigger; from just before the
+  request to the timestamp Prefect's server gave the run's Running state (target: median
+  <= 0.5 s).
+- burst: N service jobs registered with a cron naming one minute M (`--lead` seconds ahead, so
+  each has one run then); completed / failed / lost / duplicated (counted at the fake service
+  too), runs per minute, lateness = Running - scheduled (p95 target <= 5 s, worst <= 10 s),
+  max running at once.
+- memory: while the burst runs, every second, the private memory (Private_Clean +
+  Private_Dirty of /proc/PID/smaps_rollup) of each flow run process (the zygote's children for
+  the warm worker, the worker's children for the stock one); the median per process (target
+  <= 30 MB for the warm worker), and the zygote's own resident size.
+- cron lateness: an every-minute job registered at the start; Running - scheduled of each of
+  its runs, those in the burst's minute left out (p95 target <= 1 s).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
-import subprocess
-import sys
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
-from prefect import get_client
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterName,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+)
 from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.client.schemas.sorting import FlowRunSort
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from benchmarks.register_jobs import (
+    ENDPOINT,
+    FINAL,
+    Rows,
+    Stack,
+    due_rows,
+    read_runs,
+    register_ours,
+    report,
+    running_stack,
+    say,
+    start,
+)
+from deployments.stack import worker_env
 from deployments.stats import percentile
-from settings import PROJECT_DIR
+from deployments.work_pool import ensure_work_pool
+from tests.utils.http_source import Reply
 
-API_URL = "http://127.0.0.1:8000"
-PREFECT_URL = "http://127.0.0.1:4200"
-RUN_NOW, CRON = "bench-run-now", "bench-cron"
-PREFETCH_SECONDS = float(os.environ.get("PREFECT_WORKER_PREFETCH_SECONDS", "10"))
-RUN_TIMEOUT = 120.0
-FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+POOL_LIMITS = {"warm-process": 20, "process": 4}
+BURST_LIMIT = timedelta(minutes=10)
 
 
-def spec(name: str, timing: dict[str, Any]) -> dict[str, Any]:
-    """An api_call schedule reading the bundled demo endpoint (works offline)."""
-    return {
-        "name": name,
-        "pipeline": "api_call",
-        "timing": timing,
-        "tags": ["benchmark"],
-        "parameters": {
-            "source": {"base_url": API_URL},
-            "request": {"path": "/demo/prices", "timeout_seconds": 10},
-            "extract": {
-                "root": "data[]",
-                "fields": {"symbol": "symbol", "usd": "quote.usd"},
-                "key": "symbol",
-            },
-        },
-    }
-
-
-def stack_is_up() -> bool:
-    try:
-        return (
-            httpx.get(f"{API_URL}/health", timeout=5).status_code == 200
-            and httpx.get(f"{PREFECT_URL}/api/health", timeout=5).status_code == 200
-        )
-    except httpx.TransportError:
-        return False
-
-
-def measure_floor(repeats: int = 3) -> float:
-    """Median wall time of a fresh interpreter importing Prefect and our flow."""
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-c", "import prefect, flows.api_call"], cwd=PROJECT_DIR, check=True
-        )
-        times.append(time.perf_counter() - began)
-    floor = statistics.median(times)
-    print(f"floor: {', '.join(f'{t:.2f}' for t in times)} s -> median {floor:.2f} s")
-    return floor
-
-
-def delete_schedule(name: str) -> None:
-    """Delete through our API; a missing schedule is fine."""
-    response = httpx.delete(f"{API_URL}/api/schedules/{name}", timeout=30)
-    if response.status_code not in (204, 404):
-        print(f"could not delete {name}: {response.status_code} {response.text}")
-
-
-async def create_schedule(http: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
-    response = await http.post("/api/schedules", json=body)
-    response.raise_for_status()
-    return response.json()
-
-
-async def running_time(client: PrefectClient, run_id: uuid.UUID) -> datetime | None:
-    """When the run first entered Running, by the server's state timestamp."""
-    states = await client.read_flow_run_states(run_id)
-    running = [s.timestamp for s in states if s.type == StateType.RUNNING]
-    return min(running) if running else None
-
-
-async def wait_final(client: PrefectClient, run_id: uuid.UUID) -> FlowRun:
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while time.monotonic() < deadline:
-        run = await client.read_flow_run(run_id)
-        if run.state_type in FINAL:
-            return run
-        await asyncio.sleep(0.25)
-    raise TimeoutError(f"flow run {run_id} did not finish within {RUN_TIMEOUT:.0f} s")
-
-
-async def bench_run_now(http: httpx.AsyncClient, client: PrefectClient, runs: int) -> list[float]:
-    """Seconds from POST .../run to Running, for `runs` sequential runs."""
-    await create_schedule(http, spec(RUN_NOW, {"type": "manual"}))
-    latencies = []
-    for i in range(1, runs + 1):
-        t0 = datetime.now(UTC)
-        response = await http.post(f"/api/schedules/{RUN_NOW}/run")
-        response.raise_for_status()
-        run_id = uuid.UUID(response.json()["flow_run_id"])
-        run = await wait_final(client, run_id)
-        started = await running_time(client, run_id)
-        if run.state_type != StateType.COMPLETED or started is None:
-            print(f"  run-now {i}/{runs}: ended {run.state_name}; left out")
-            continue
-        latencies.append((started - t0).total_seconds())
-        print(f"  run-now {i}/{runs}: Running after {latencies[-1]:.2f} s")
-    return latencies
-
-
-@dataclass
-class CronResult:
-    lateness: list[float]
-    note: str = ""
-
-
-async def bench_cron(http: httpx.AsyncClient, client: PrefectClient, runs: int) -> CronResult:
-    """Running minus expected start for `runs` completed runs of a every-minute schedule."""
-    created = datetime.now(UTC)
-    view = await create_schedule(http, spec(CRON, {"type": "cron", "cron": "* * * * *"}))
-    print(f"  {CRON} created at {created:%H:%M:%S}; about {runs + 1} minutes to go")
-    runs_filter = FlowRunFilter(
-        deployment_id=FlowRunFilterDeploymentId(any_=[uuid.UUID(view["deployment_id"])])
-    )
-    result = CronResult([])
-    wanted, seen, skip_first, done = runs, 0, False, list[FlowRun]()
-    deadline = time.monotonic() + (runs + 4) * 60
-    while time.monotonic() < deadline:
-        found = await client.read_flow_runs(
-            flow_run_filter=runs_filter, sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=200
-        )
-        done = [r for r in found if r.state_type in FINAL]
-        if len(done) > seen:
-            first = done[0]
-            if seen == 0 and first.expected_start_time and first.created:
-                # Was the first run planned too late for the worker to claim it early?
-                planned_ahead = (first.expected_start_time - first.created).total_seconds()
-                started = await running_time(client, first.id)
-                late = (started - first.expected_start_time).total_seconds() if started else 0.0
-                if planned_ahead < PREFETCH_SECONDS and late > 1:
-                    skip_first, wanted = True, runs + 1
-                    result.note = (
-                        f"first run skipped: planned {planned_ahead:.1f} s before its start "
-                        f"(less than the {PREFETCH_SECONDS:.0f} s prefetch), "
-                        f"Running {late:.2f} s late"
-                    )
-                    print(f"  {result.note}")
-            seen = len(done)
-            print(f"  cron: {min(seen, wanted)}/{wanted} finished ({datetime.now(UTC):%H:%M:%S})")
-        if seen >= wanted:
-            break
-        await asyncio.sleep(2)
-    else:
-        print(f"  cron: gave up waiting; {seen} of {wanted} finished")
-    for run in done[int(skip_first) : wanted]:
-        started = await running_time(client, run.id)
-        if run.state_type != StateType.COMPLETED or started is None or not run.expected_start_time:
-            print(f"  cron run {run.name} ended {run.state_name}; left out")
-            continue
-        late = (started - run.expected_start_time).total_seconds()
-        result.lateness.append(late)
-        print(f"  cron run expected {run.expected_start_time:%H:%M:%S}: lateness {late:+.2f} s")
-    return result
-
-
-def seconds(values: list[float], q: float, spec: str) -> str:
-    """The q-th percentile of `values` (deployments.stats: nearest rank) formatted, or n/a."""
+def seconds(values: list[float], q: float) -> str:
     value = percentile(values, q)
-    return "n/a" if value is None else format(value, spec)
+    return "n/a" if value is None else f"{value:.2f} s"
 
 
-def summary(floor: float, run_now: list[float], cron: CronResult | None) -> None:
-    rows = [("floor (import prefect + flow)", f"{floor:.2f} s", "-", "-")]
-    if run_now:
-        median = statistics.median(run_now)
-        rows.append(
-            (
-                f"run-now -> Running (n={len(run_now)})",
-                f"min {min(run_now):.2f} / med {median:.2f} / p95 {seconds(run_now, 95, '.2f')}"
-                f" / max {max(run_now):.2f} s",
-                "-",
-                "-",
-            )
+# -- processes and their memory -----------------------------------------------------------------
+
+
+def children(pid: int) -> list[int]:
+    """The pids whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def private_mb(pid: int) -> float | None:
+    """A process's private memory (clean + dirty), in MB; None once it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    except OSError:
+        return None
+    kb = sum(int(line.split()[1]) for line in lines if line.startswith("Private_"))
+    return kb / 1024
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def flow_processes(worker_type: str) -> tuple[list[int], int | None]:
+    """The running flow run processes of `worker_type`, and the warm worker's zygote.
+
+    The warm worker's runs are the zygote's children; the stock worker's are
+    `python -m prefect.engine` processes (this benchmark runs one worker at a time).
+    """
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    if worker_type != "warm-process":
+        return [pid for pid in pids if b"prefect.engine" in cmdline(pid)], None
+    zygotes = [pid for pid in pids if b"deployments.zygote" in cmdline(pid)]
+    runs = [child for zygote in zygotes for child in children(zygote)]
+    return runs, zygotes[0] if zygotes else None
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds so far of the Prefect server, the worker(s), and the flow runs: the warm
+    worker's reaped children count in their zygote's cutime/cstime, the stock worker's in the
+    worker's."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        line = cmdline(int(entry.name))
+        role = (
+            "server"
+            if b"server\x00start" in line
+            else "worker"
+            if b"worker\x00start" in line
+            else "zygote + runs"
+            if b"deployments.zygote" in line
+            else "api"
+            if b"api.main:app" in line
+            else None
         )
-        rows.append(
-            (
-                "  median - floor",
-                f"{median - floor:+.2f} s",
-                "<= +1.00 s",
-                "yes" if median - floor <= 1 else "NO",
-            )
+        if role is None:
+            continue
+        with contextlib.suppress(OSError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            own = int(fields[11]) + int(fields[12])
+            reaped = int(fields[13]) + int(fields[14])
+            found[role] = found.get(role, 0) + (own + reaped) / tick
+    return found
+
+
+async def sample_memory(worker_type: str, stop: asyncio.Event) -> tuple[list, list]:
+    """Each second until `stop`: the private MB of every flow process, and the zygote's RSS."""
+    per_process: list[float] = []
+    zygote_rss: list[float] = []
+    while not stop.is_set():
+        processes, zygote = flow_processes(worker_type)
+        per_process += [mb for pid in processes if (mb := private_mb(pid)) is not None]
+        if zygote is not None and (mb := rss_mb(zygote)) is not None:
+            zygote_rss.append(mb)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1)
+    return per_process, zygote_rss
+
+
+# -- the parts ----------------------------------------------------------------------------------
+
+
+async def deployment_ids(client: PrefectClient, names: list[str]) -> dict[uuid.UUID, str]:
+    found = await client.read_deployments(
+        deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=names))
+    )
+    return {d.id: d.name for d in found}
+
+
+async def run_now(http: httpx.AsyncClient, client: PrefectClient, job: str, n: int) -> Rows:
+    """n triggers one after another; seconds from the request to the Running timestamp."""
+    waits = []
+    for _ in range(n):
+        asked = datetime.now(UTC)
+        started = await http.post(f"/api/jobs/{job}/trigger")
+        started.raise_for_status()
+        run_id = uuid.UUID(started.json()["executionId"])
+        run: FlowRun | None = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            run = await client.read_flow_run(run_id)
+            if run.start_time is not None and run.state_type in {StateType.RUNNING, *FINAL}:
+                break
+            await asyncio.sleep(0.05)
+        if run is not None and run.start_time is not None:
+            waits.append(run.start_time.timestamp() - asked.timestamp())
+        while run is not None and run.state_type not in FINAL:
+            await asyncio.sleep(0.2)
+            run = await client.read_flow_run(run_id)
+    return [
+        (
+            f"run-now -> Running, {len(waits)} runs: min / median / p95",
+            f"{min(waits):.2f} / {statistics.median(waits):.2f} / {seconds(waits, 95)}"
+            if waits
+            else "n/a",
         )
-    if cron is not None and cron.lateness:
-        late = cron.lateness
-        p95 = percentile(late, 95)
-        rows.append(
-            (
-                f"cron lateness (n={len(late)})",
-                f"p50 {seconds(late, 50, '+.2f')} / p95 {seconds(late, 95, '+.2f')}"
-                f" / max {max(late):+.2f} s",
-                "p95 <= 1.00 s",
-                "yes" if p95 is not None and p95 <= 1 else "NO",
-            )
-        )
-    widths = [
-        max(len(row[i]) for row in [("metric", "value", "target", "met"), *rows]) for i in range(4)
     ]
-    print()
-    for row in [("metric", "value", "target", "met"), *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-    if cron is not None and cron.note:
-        print(f"note: {cron.note}")
 
 
-async def run(args: argparse.Namespace) -> None:
-    floor = measure_floor()
-    with temporary_settings({PREFECT_API_URL: f"{PREFECT_URL}/api"}):
-        async with get_client() as client, httpx.AsyncClient(base_url=API_URL, timeout=30) as http:
-            print(f"run-now -> Running over {args.runs} runs:")
-            run_now = await bench_run_now(http, client, args.runs)
-            cron = None
-            if not args.skip_cron:
-                print(f"cron lateness over {args.cron_runs} runs:")
-                cron = await bench_cron(http, client, args.cron_runs)
-    summary(floor, run_now, cron)
+async def burst(
+    stack: Stack,
+    http: httpx.AsyncClient,
+    client: PrefectClient,
+    worker_type: str,
+    jobs: int,
+    lead: float,
+) -> tuple[Rows, datetime]:
+    """`jobs` jobs due in one minute: outcome, lateness and memory of their runs."""
+    minute = (datetime.now(UTC) + timedelta(seconds=lead)).replace(second=0, microsecond=0)
+    if minute < datetime.now(UTC) + timedelta(seconds=40):
+        minute += timedelta(minutes=1)
+    cron = f"{minute.minute} {minute.hour} {minute.day} {minute.month} *"
+    names = [f"burst-{worker_type}-{i:03d}" for i in range(jobs)]
+    for name in names:
+        await register_ours(http, name, cron)
+    by_id = await deployment_ids(client, names)
+    at_minute = FlowRunFilter(
+        expected_start_time=FlowRunFilterExpectedStartTime(
+            after_=minute, before_=minute + timedelta(seconds=59)
+        )
+    )
+    say(f"  burst of {jobs} at {minute:%H:%M}")
+    cpu_before = cpu_by_role()
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_memory(worker_type, stop))
+    runs: list[FlowRun] = []
+    while datetime.now(UTC) < minute + BURST_LIMIT:
+        await asyncio.sleep(5)
+        runs = await read_runs(client, list(by_id), at_minute)
+        done = sum(1 for r in runs if r.state_type in FINAL)
+        if datetime.now(UTC) > minute:
+            say(f"  {done}/{len(runs)} finished")
+        if done == len(runs) >= len(by_id):
+            break
+    stop.set()
+    per_process, zygote = await sampler
+    cpu_after = cpu_by_role()
+    cpu = {role: cpu_after[role] - cpu_before.get(role, 0) for role in cpu_after}
+    late = [
+        (r.start_time - r.expected_start_time).total_seconds()
+        for r in runs
+        if r.start_time and r.expected_start_time
+    ]
+    rows = [
+        (label.replace("due:", "burst:"), value)
+        for label, value in due_rows(runs, by_id, minute, stack.source, POOL_LIMITS[worker_type])
+    ]
+    rows += [
+        ("burst: lateness p95 / worst", f"{seconds(late, 95)} / {seconds(late, 100)}"),
+        (
+            "memory: private MB per flow process (median, samples)",
+            f"{statistics.median(per_process):.1f} ({len(per_process)})" if per_process else "n/a",
+        ),
+        ("memory: zygote RSS MB", f"{max(zygote):.0f}" if zygote else "-"),
+        (
+            "burst: CPU s per run by process",
+            ", ".join(f"{role} {seconds / jobs:.2f}" for role, seconds in sorted(cpu.items())),
+        ),
+    ]
+    return rows, minute
+
+
+async def cron_lateness(client: PrefectClient, job: str, skip: datetime) -> Rows:
+    by_id = await deployment_ids(client, [job])
+    runs = await read_runs(client, list(by_id), FlowRunFilter())
+    late = [
+        (r.start_time - r.expected_start_time).total_seconds()
+        for r in runs
+        if r.start_time and r.expected_start_time and r.expected_start_time != skip
+    ]
+    return [
+        (
+            f"cron lateness, {len(late)} runs: p50 / p95 / max",
+            f"{seconds(late, 50)} / {seconds(late, 95)} / {seconds(late, 100)}",
+        )
+    ]
+
+
+async def bench_worker(
+    stack: Stack, http: httpx.AsyncClient, worker_type: str, args: argparse.Namespace
+) -> Rows:
+    pool = f"bench-{worker_type}"
+    env = {**stack.env, "WORK_POOL_NAME": pool, "WORKER_TYPE": worker_type}
+    if args.query_seconds is not None:
+        env["PREFECT_WORKER_QUERY_SECONDS"] = str(args.query_seconds)
+    async with PrefectClient(api=stack.prefect_api) as client:
+        await ensure_work_pool(
+            client,
+            pool,
+            POOL_LIMITS[worker_type],
+            "python -m prefect.engine",
+            worker_type,
+        )
+        worker = [stack.prefect_cli, "worker", "start", "--pool", pool, "--type", worker_type]
+        start(f"worker-{worker_type}", worker, stack, worker_env(env))
+        every_minute, quick = f"cron-{worker_type}", f"now-{worker_type}"
+        await register_ours(http, every_minute, "* * * * *")
+        await register_ours(http, quick, "0 9 1 1 *")
+        await asyncio.sleep(8)  # the worker is up and its zygote warm
+        say(f"[{worker_type}] run-now x {args.run_now}")
+        rows = await run_now(http, client, quick, args.run_now)
+        if args.burst:
+            say(f"[{worker_type}] burst")
+            burst_rows, minute = await burst(
+                stack, http, client, worker_type, args.burst, args.lead
+            )
+            rows += burst_rows
+            rows += await cron_lateness(client, every_minute, minute)
+        await http.post(f"/api/jobs/{every_minute}/disable")
+        return rows
+
+
+async def bench_database(db: str, args: argparse.Namespace) -> dict[str, Rows]:
+    results: dict[str, Rows] = {}
+    for worker_type in args.workers:
+        # One stack per worker type: our API creates deployments on the pool of its
+        # WORK_POOL_NAME, so each worker type gets its own API (and Prefect server).
+        with running_stack(db, "deployments.prefect_server", pool=f"bench-{worker_type}") as stack:
+            answer = {"success": True, "itemsProcessed": 1}
+            stack.source.route(ENDPOINT, Reply(200, answer, delay=0.05))
+            async with httpx.AsyncClient(base_url=stack.api_url, timeout=120) as http:
+                results[f"{db} {worker_type}"] = await bench_worker(stack, http, worker_type, args)
+    return results
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10, help="run-now runs (default 10)")
-    parser.add_argument("--cron-runs", type=int, default=10, help="cron runs (default 10)")
-    parser.add_argument("--skip-cron", action="store_true", help="leave out the cron part")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--prefect-db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--workers", default="warm-process,process")
+    parser.add_argument("--run-now", type=int, default=10)
+    parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--lead", type=float, default=60, help="seconds to the burst's minute")
+    parser.add_argument(
+        "--query-seconds",
+        type=float,
+        default=None,
+        help="the worker's poll interval (default 1 s, as make run): a long one shows what the "
+        "events stream alone does",
+    )
+    parser.add_argument(
+        "--warm-limit", type=int, default=None, help="the warm pool's limit (default: settings')"
+    )
     args = parser.parse_args()
-    if not stack_is_up():
-        print(f"The stack is not answering ({API_URL}/health, {PREFECT_URL}/api/health).")
-        print("Start it in another terminal with `make run`, then run this again.")
-        raise SystemExit(2)
-    for name in (RUN_NOW, CRON):
-        delete_schedule(name)
-    try:
-        asyncio.run(run(args))
-    finally:
-        for name in (RUN_NOW, CRON):
-            delete_schedule(name)
+    if args.warm_limit:
+        POOL_LIMITS["warm-process"] = args.warm_limit
+    args.workers = [w.strip() for w in args.workers.split(",") if w.strip()]
+    dbs = ["sqlite", "postgres"] if args.prefect_db == "both" else [args.prefect_db]
+    results: dict[str, Rows] = {}
+    for db in dbs:
+        results.update(asyncio.run(bench_database(db, args)))
+    report(results)
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     main()

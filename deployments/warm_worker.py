@@ -232,9 +232,12 @@ class WarmProcessWorker(ProcessWorker):
         await super().setup()
         await ZYGOTES.current()  # warm before the first run is due
         assert self._runs_task_group is not None
+        self._events_scope = anyio.CancelScope()
         self._runs_task_group.start_soon(self._submit_on_scheduled_events)
 
     async def teardown(self, *exc_info: Any) -> None:
+        # The events listener runs in the runs' task group, which teardown waits for.
+        self._events_scope.cancel()
         try:
             await super().teardown(*exc_info)
         finally:
@@ -254,7 +257,6 @@ class WarmProcessWorker(ProcessWorker):
 
     async def _submit_on_scheduled_events(self) -> None:
         """Poll at once when Prefect says a run was scheduled in this pool (else: the loop)."""
-        from prefect.events.clients import get_events_subscriber
         from prefect.events.filters import EventFilter, EventNameFilter
 
         event_filter = EventFilter(event=EventNameFilter(name=["prefect.flow-run.Scheduled"]))
@@ -269,17 +271,24 @@ class WarmProcessWorker(ProcessWorker):
 
         submitter = asyncio.create_task(submit_when_woken())
         try:
-            while True:
-                try:
-                    async with get_events_subscriber(filter=event_filter) as subscriber:
-                        async for event in subscriber:
-                            if self._in_this_pool(event.related):
-                                wake.set()
-                except Exception as exc:  # a lost stream: polling goes on meanwhile
-                    self._logger.debug("Events stream lost (%s); reconnecting", exc)
-                    await asyncio.sleep(5)
+            with self._events_scope:
+                await self._listen_for_scheduled_runs(event_filter, wake)
         finally:
             submitter.cancel()
+
+    async def _listen_for_scheduled_runs(self, event_filter: Any, wake: asyncio.Event) -> None:
+        """Wake the submitter for each Scheduled event of this pool; reconnect when lost."""
+        from prefect.events.clients import get_events_subscriber
+
+        while True:
+            try:
+                async with get_events_subscriber(filter=event_filter) as subscriber:
+                    async for event in subscriber:
+                        if self._in_this_pool(event.related):
+                            wake.set()
+            except Exception as exc:  # a lost stream: polling goes on meanwhile
+                self._logger.debug("Events stream lost (%s); reconnecting", exc)
+                await asyncio.sleep(5)
 
     def _in_this_pool(self, related: Iterator[Any] | list[Any]) -> bool:
         pool_id = f"prefect.work-pool.{self.work_pool.id}" if self._work_pool else None

@@ -31,6 +31,7 @@ import signal
 import socket
 import sys
 import traceback
+import warnings
 from typing import Any, NoReturn
 
 # What every flow run needs before its own code: Prefect's engine and client side.
@@ -84,7 +85,11 @@ def run_engine(env: dict[str, str], cwd: str | None) -> NoReturn:
         for name in [m for m in sys.modules if m == FLOWS_PACKAGE or m.startswith("flows.")]:
             del sys.modules[name]
         sys.argv = [sys.argv[0]]  # the engine reads the flow run id from PREFECT__FLOW_RUN_ID
-        runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+        with warnings.catch_warnings():
+            # runpy notes that prefect.engine is imported already: it is, in the zygote, and
+            # its code runs again here as __main__, as `python -m prefect.engine` runs it.
+            warnings.filterwarnings("ignore", "'prefect.engine' found in sys.modules")
+            runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)

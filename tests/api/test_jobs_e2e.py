@@ -13,7 +13,12 @@ import pytest
 
 from tests.utils.http_source import HttpSource, Reply, serve_http_source
 from tests.utils.prefect_cli import prefect_cli
-from tests.utils.prefect_server import deployment_count, plan_runs, planned_runs
+from tests.utils.prefect_server import (
+    deployment_count,
+    plan_runs,
+    planned_runs,
+    request_retrying,
+)
 from tests.utils.runs import wait_for_run
 from tests.utils.services import EMAIL_SERVICE_PORT
 
@@ -228,7 +233,8 @@ def test_registering_after_an_operator_deleted_the_flow_recreates_it(api, prefec
     """The flow id is cached per process; a flow deleted in Prefect is created again."""
     assert api.post("/api/jobs/register", json=job("reflow", "/api/jobs/reflow")).status_code == 201
     flow = httpx.get(f"{prefect_api_url}/flows/name/service-job").json()
-    assert httpx.delete(f"{prefect_api_url}/flows/{flow['id']}").status_code == 204
+    deleted = request_retrying("DELETE", f"{prefect_api_url}/flows/{flow['id']}")
+    assert deleted.status_code == 204
     assert api.get("/api/jobs/reflow").status_code == 404  # its deployments went with it
 
     again = api.post("/api/jobs/register", json=job("reflow", "/api/jobs/reflow"))

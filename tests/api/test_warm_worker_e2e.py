@@ -153,3 +153,15 @@ def test_a_cli_run_with_parameters_runs_on_the_warm_worker(api, worker, source, 
     run_id = str(uuid.UUID(started.stdout.split("UUID: ")[1].split()[0]))
     assert wait_for_run(api, run_id)["state_type"] == "COMPLETED"
     assert source.hits["/warm-cli"] == 1 and source.hits["/other"] == 0
+
+
+def test_prefects_cli_creates_a_warm_pool_with_our_template(prefect_api_url):
+    from deployments.warm_worker import WarmProcessWorker
+
+    created = prefect_cli(
+        prefect_api_url, "work-pool", "create", "cli-warm", "--type", "warm-process"
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    pool = httpx.get(f"{prefect_api_url}/work_pools/cli-warm").json()
+    assert pool["type"] == "warm-process"
+    assert pool["base_job_template"] == WarmProcessWorker.get_default_base_job_template()

@@ -9,14 +9,19 @@ from typing import Any
 import httpx
 
 
-def post_retrying(url: str, json: dict[str, Any]) -> httpx.Response:
-    """POST to the test server, waiting out the 503s its SQLite answers while busy."""
+def request_retrying(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """A request to the test server, waiting out the 503s its SQLite answers while busy."""
     for attempt in range(6):
-        response = httpx.post(url, json=json, timeout=30)
+        response = httpx.request(method, url, timeout=30, **kwargs)
         if response.status_code != 503:
             break
         time.sleep(2**attempt)
     return response
+
+
+def post_retrying(url: str, json: dict[str, Any]) -> httpx.Response:
+    """POST to the test server, waiting out the 503s its SQLite answers while busy."""
+    return request_retrying("POST", url, json=json)
 
 
 def plan_runs(api_url: str, deployment_id: str, start: datetime, end: datetime) -> None:
