@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib
 import json
@@ -275,3 +276,45 @@ def test_the_gc_fix_refuses_another_python_and_install_patches_nothing(
         assert f"{implementation} {python}" in str(refused.value)
     # install_server_fixes checks both before patching either: the schedule fix is not applied.
     assert_nothing_patched(unpatched, gc_was)
+
+
+@pytest.mark.parametrize("version", ["3.9.0", "3.7.4"])
+def test_the_zygote_start_hook_refuses_a_prefect_outside_its_versions(
+    monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    from prefect.runner import _starter_engine
+
+    before = _starter_engine.run_process
+    monkeypatch.setattr(prefect, "__version__", version)
+
+    async def run(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("never called")
+
+    with pytest.raises(PrefectPatchError, match="start_runs_in_zygote") as refused:
+        prefect_patches.start_runs_in_zygote("zygote-engine", run)
+    assert f"Prefect {version}" in str(refused.value)
+    assert _starter_engine.run_process is before
+
+
+def test_the_zygote_start_hook_sends_only_its_command_to_the_zygote(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect.runner import _starter_engine
+
+    calls: list[tuple[str, object]] = []
+
+    async def stock(*args: object, **kwargs: object) -> str:
+        calls.append(("stock", kwargs["command"]))
+        return "stock"
+
+    async def zygote(*args: object, **kwargs: object) -> str:
+        calls.append(("zygote", kwargs["command"]))
+        return "zygote"
+
+    monkeypatch.setattr(_starter_engine, "run_process", stock)
+    prefect_patches.start_runs_in_zygote("zygote-engine", zygote)
+    prefect_patches.start_runs_in_zygote("zygote-engine", zygote)  # a second install: the same
+    dispatch = _starter_engine.run_process
+    assert asyncio.run(dispatch(command=["zygote-engine"])) == "zygote"
+    assert asyncio.run(dispatch(command=["python", "-m", "prefect.engine"])) == "stock"
+    assert calls == [("zygote", ["zygote-engine"]), ("stock", ["python", "-m", "prefect.engine"])]
