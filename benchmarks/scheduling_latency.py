@@ -130,6 +130,15 @@ def flow_processes(worker_type: str) -> tuple[list[int], int | None]:
     return runs, zygotes[0] if zygotes else None
 
 
+# Which process is which, by a piece of its command line.
+ROLES = (
+    (b"server\x00start", "server"),
+    (b"worker\x00start", "worker"),
+    (b"deployments.zygote", "zygote + runs"),
+    (b"api.main:app", "api"),
+)
+
+
 def cpu_by_role() -> dict[str, float]:
     """CPU seconds so far of the Prefect server, the worker(s), and the flow runs: the warm
     worker's reaped children count in their zygote's cutime/cstime, the stock worker's in the
@@ -140,17 +149,7 @@ def cpu_by_role() -> dict[str, float]:
         if not entry.name.isdigit():
             continue
         line = cmdline(int(entry.name))
-        role = (
-            "server"
-            if b"server\x00start" in line
-            else "worker"
-            if b"worker\x00start" in line
-            else "zygote + runs"
-            if b"deployments.zygote" in line
-            else "api"
-            if b"api.main:app" in line
-            else None
-        )
+        role = next((role for marker, role in ROLES if marker in line), None)
         if role is None:
             continue
         with contextlib.suppress(OSError, IndexError):

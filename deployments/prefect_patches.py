@@ -69,6 +69,8 @@ from typing import Any
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from deployments.cron import debian_cron_times
+
 
 class PrefectPatchError(RuntimeError):
     """A fix here refused to patch a Prefect (or Python) it was not written for."""
@@ -265,8 +267,6 @@ def plan_cron_by_debian_rules() -> None:
     """
     _require(CRON_DST)
     from prefect.server.schemas import schedules as server_schedules
-
-    from deployments.cron import debian_cron_times
 
     cron_schedule = server_schedules.CronSchedule
     original = cron_schedule._get_dates_generator

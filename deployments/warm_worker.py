@@ -31,7 +31,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +140,7 @@ class ZygoteProcess:
                 elif "exit" in message:
                     self._exits.pop(message["exit"]).set_result(message["code"])
                     if self.retired and not self.busy:
-                        self.close()
+                        self.close()  # retired, and its last child has ended
         finally:
             lost = RuntimeError("the zygote exited before answering")
             for fork in self._forks.values():
@@ -150,8 +150,14 @@ class ZygoteProcess:
             self._forks.clear()
             self._exits.clear()
 
+    def retire(self) -> None:
+        """Take no more runs; let the zygote go once its running children have ended."""
+        self.retired = True
+        if not self.busy:
+            self.close()
+
     def close(self) -> None:
-        """Let the zygote go: it exits once its running children have ended."""
+        """Let the zygote go now (its running children, if any, are reported lost)."""
         self.retired = True
         if not self._writer.is_closing():
             self._writer.close()
@@ -174,15 +180,15 @@ class Zygotes:
 
     async def current(self) -> ZygoteProcess:
         async with self._lock:
-            zygote = self._current
+            stamp, zygote = self._stamp(), self._current
+            # Zygotes retired earlier that have exited since are forgotten.
+            self._retired = {z for z in self._retired if z.process.returncode is None}
             if zygote is not None and zygote.process.returncode is None:
-                if zygote.stamp == self._stamp():
+                if zygote.stamp == stamp:
                     return zygote
-                zygote.retired = True  # code changed: new runs go to a new zygote
+                zygote.retire()  # code changed: new runs go to a new zygote
                 self._retired.add(zygote)
-                if not zygote.busy:
-                    zygote.close()
-            self._current = await ZygoteProcess.start(self._stamp())
+            self._current = await ZygoteProcess.start(stamp)
             return self._current
 
     async def aclose(self) -> None:
@@ -290,6 +296,6 @@ class WarmProcessWorker(ProcessWorker):
                 self._logger.debug("Events stream lost (%s); reconnecting", exc)
                 await asyncio.sleep(5)
 
-    def _in_this_pool(self, related: Iterator[Any] | list[Any]) -> bool:
+    def _in_this_pool(self, related: Sequence[Any]) -> bool:
         pool_id = f"prefect.work-pool.{self.work_pool.id}" if self._work_pool else None
         return any(resource.id == pool_id for resource in related)

@@ -96,29 +96,42 @@ def test_prefect_server_module_is_prefects_cli() -> None:
     assert "Version:" in out and "3.8." in out
 
 
-def test_prefect_server_module_installs_both_fixes_before_prefect_runs() -> None:
-    # Prefect's CLI replaced by a probe that reports what it finds when it is called.
-    probe = (
-        "import gc, json, threading, prefect.cli, prefect.types._datetime as d\n"
-        "prefect.cli.app = lambda: print(json.dumps({'gc': gc.isenabled(), "
-        "'zones': hasattr(d.get_timezones, 'cache_info'), "
-        "'threads': [t.name for t in threading.enumerate()]}))\n"
-        "from deployments.prefect_server import main\n"
-        "main()\n"
-    )
-    found = run_probe(probe)
-    assert found["gc"] is False and found["zones"] is True
-    assert "gc-off-the-loop" in found["threads"]
+# Python that prints, as JSON, the state of each fix in the process it runs in.
+PRINT_FIXES = (
+    "import gc, json, threading\n"
+    "import prefect.types._datetime as d, prefect.server.schemas.schedules as s\n"
+    "def print_fixes(**more):\n"
+    "    print(json.dumps({'gc': gc.isenabled(),\n"
+    "        'zones': hasattr(d.get_timezones, 'cache_info'),\n"
+    "        'cron_dst': getattr(s.CronSchedule._get_dates_generator, 'debian_cron', False),\n"
+    "        'threads': [t.name for t in threading.enumerate()], **more}))\n"
+)
 
 
-def run_probe(code: str) -> dict[str, Any]:
-    """Run `code` in a fresh interpreter; the JSON object its last line prints."""
-    found: dict[str, Any] = json.loads(run_python("-c", code).splitlines()[-1])
+def last_json(out: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(out.splitlines()[-1])
     return found
 
 
-def run_gc_scene(mode: str) -> dict[str, object]:
-    return json.loads(run_python("-m", "tests.utils.gc_deadlock", mode).splitlines()[-1])
+def run_probe(code: str, **env: str) -> dict[str, Any]:
+    """Run PRINT_FIXES then `code` in a fresh interpreter; the JSON its last line prints."""
+    return last_json(run_python("-c", PRINT_FIXES + code, **env))
+
+
+def test_prefect_server_module_installs_every_fix_before_prefect_runs() -> None:
+    # Prefect's CLI replaced by a probe that reports what it finds when it is called.
+    found = run_probe(
+        "import prefect.cli\n"
+        "prefect.cli.app = print_fixes\n"
+        "from deployments.prefect_server import main\n"
+        "main()\n"
+    )
+    assert found["gc"] is False and found["zones"] is True and found["cron_dst"] is True
+    assert "gc-off-the-loop" in found["threads"]
+
+
+def run_gc_scene(mode: str) -> dict[str, Any]:
+    return last_json(run_python("-m", "tests.utils.gc_deadlock", mode))
 
 
 def test_garbage_collected_on_the_loop_stalls_it_for_the_busy_timeout() -> None:
@@ -137,35 +150,31 @@ def test_garbage_collected_off_the_loop_leaves_it_running() -> None:
 
 
 def test_a_second_install_changes_nothing() -> None:
-    probe = (
-        "import gc, json, threading, prefect.types._datetime as d\n"
+    found = run_probe(
         "from deployments.prefect_patches import install_server_fixes\n"
         "install_server_fixes()\n"
-        "zones = d.get_timezones\n"
+        "zones, dates = d.get_timezones, s.CronSchedule._get_dates_generator\n"
         "install_server_fixes()\n"
-        "print(json.dumps({'same': d.get_timezones is zones, 'gc': gc.isenabled(), "
-        "'threads': [t.name for t in threading.enumerate()]}))\n"
+        "print_fixes(same=d.get_timezones is zones\n"
+        "    and s.CronSchedule._get_dates_generator is dates)\n"
     )
-    found = run_probe(probe)
     assert found["same"] is True and found["gc"] is False
     assert found["threads"].count("gc-off-the-loop") == 1
 
 
 def test_importing_the_api_patches_nothing_and_starting_it_caches_schedule_checks() -> None:
-    probe = (
-        "import json, prefect.types._datetime as d\n"
+    # The lifespan opens a Prefect client, which connects only on a request: no server needed.
+    found = run_probe(
         "from fastapi.testclient import TestClient\n"
         "import api.main\n"
         "imported = hasattr(d.get_timezones, 'cache_info')\n"
         "with TestClient(api.main.app):\n"
-        "    started = hasattr(d.get_timezones, 'cache_info')\n"
-        "print(json.dumps({'imported': imported, 'started': started}))\n"
+        "    print_fixes(imported=imported)\n",
+        PREFECT_API_URL="http://127.0.0.1:9/api",
     )
-    # The lifespan opens a Prefect client, which connects only on a request: no server needed.
-    found = json.loads(
-        run_python("-c", probe, PREFECT_API_URL="http://127.0.0.1:9/api").splitlines()[-1]
-    )
-    assert found == {"imported": False, "started": True}
+    assert found["imported"] is False
+    assert found["zones"] is True and found["cron_dst"] is True  # started: the client fixes
+    assert found["gc"] is True  # the API serves no Prefect: the collector stays where it is
 
 
 @pytest.fixture
