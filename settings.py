@@ -49,8 +49,13 @@ class Settings(BaseSettings):
     # a new interpreter importing Prefect, ~2 s of CPU).
     worker_type: Literal["warm-process", "process"] = "warm-process"
     # Flow runs at once (the pool's concurrency limit); default by worker type: a warm run is a
-    # fork of a few MB, mostly waiting on I/O (20), a stock one a ~150 MB interpreter (4).
+    # fork of ~30 MB of its own, mostly waiting on I/O (100: a burst of 100 due at once starts
+    # together), a stock one a ~85 MB interpreter costing ~2 s of CPU to start (4).
     work_pool_concurrency: int | None = Field(default=None, ge=1)
+    # How far ahead the worker claims due runs and starts their processes, which then wait
+    # for their time (Prefect's PREFECT_WORKER_PREFETCH_SECONDS); default by worker type: 60 s
+    # warm (time to have 100 runs started on 2 cores), 20 s stock.
+    worker_prefetch_seconds: int | None = Field(default=None, ge=0)
     # What the stock process worker runs for each flow run: the engine directly, one process
     # per run (see deployments.work_pool.process_job_template). `python` is the worker's own
     # (deployments.stack.worker_env puts its folder first on PATH).
@@ -101,7 +106,14 @@ class Settings(BaseSettings):
         """The pool's concurrency limit: WORK_POOL_CONCURRENCY, else the worker type's default."""
         if self.work_pool_concurrency is not None:
             return self.work_pool_concurrency
-        return 20 if self.worker_type == "warm-process" else 4
+        return 100 if self.worker_type == "warm-process" else 4
+
+    @property
+    def prefetch_seconds(self) -> int:
+        """How far ahead the worker claims runs: WORKER_PREFETCH_SECONDS, else by worker type."""
+        if self.worker_prefetch_seconds is not None:
+            return self.worker_prefetch_seconds
+        return 60 if self.worker_type == "warm-process" else 20
 
     @property
     def service_allowed_prefixes(self) -> list[str]:

@@ -4,19 +4,21 @@ Run: `.venv/bin/python -m benchmarks.scheduling_latency [--prefect-db sqlite|pos
 [--workers warm-process,process] [--run-now N] [--burst N] [--lead S]`. It needs nothing
 running: for each Prefect database it starts a Prefect server, our API and a fake
 `email-service` answering every job in 50 ms (benchmarks/register_jobs.py's stack, with
-`make run`'s tuning: worker query 1 s, prefetch 20 s, scheduler loop 10 s); then, for each
-worker type in turn, a work pool of that type (limit: the type's default, 20 warm / 4 stock)
-and one worker polling it. Logs go to .data/bench-logs/. Nothing is asserted.
+`make run`'s tuning: worker query 1 s, scheduler loop 10 s); then, for each worker type in
+turn, a work pool of that type and one worker polling it, with the type's defaults from
+settings.py (pool limit 100 warm / 4 stock, prefetch 60 s warm / 20 s stock). Logs go to
+.data/bench-logs/. Nothing is asserted.
 
 Measured per worker type, on this machine's wall clock:
 
 - run-now -> Running: N sequential POST /api/jobs/{name}/trigger; from just before the
   request to the timestamp Prefect's server gave the run's Running state (target: median
-  <= 0.5 s).
-- burst: N service jobs registered with a cron naming one minute M (`--lead` seconds ahead, so
-  each has one run then); completed / failed / lost / duplicated (counted at the fake service
-  too), runs per minute, lateness = Running - scheduled (p95 target <= 5 s, worst <= 10 s),
-  max running at once.
+  <= 0.5 s), and its three parts (our API creates the run; the worker claims it; the run's
+  process starts).
+- burst: N service jobs registered with a cron naming one minute M (`--lead` seconds ahead, more
+  than the prefetch plus the time to register them, so each has one run then); completed /
+  failed / lost / duplicated (counted at the fake service too), runs per minute, lateness =
+  Running - scheduled (p95 target <= 5 s, worst <= 10 s), max running at once.
 - memory: while the burst runs, every second, the private memory (Private_Clean +
   Private_Dirty of /proc/PID/smaps_rollup) of each flow run process (the zygote's children for
   the warm worker, the worker's children for the stock one); the median per process (target
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import statistics
 import time
@@ -63,9 +66,16 @@ from benchmarks.register_jobs import (
 from deployments.stack import worker_env
 from deployments.stats import percentile
 from deployments.work_pool import ensure_work_pool
+from settings import Settings
 from tests.utils.http_source import Reply
 
-POOL_LIMITS = {"warm-process": 20, "process": 4}
+
+def worker_settings(worker_type: str) -> Settings:
+    """The settings `make run` would give a worker of this type (its pool limit, prefetch)."""
+    return Settings(worker_type=worker_type)
+
+
+POOL_LIMITS = {kind: worker_settings(kind).pool_concurrency for kind in ("warm-process", "process")}
 BURST_LIMIT = timedelta(minutes=10)
 
 
@@ -185,8 +195,11 @@ async def deployment_ids(client: PrefectClient, names: list[str]) -> dict[uuid.U
 
 
 async def run_now(http: httpx.AsyncClient, client: PrefectClient, job: str, n: int) -> Rows:
-    """n triggers one after another; seconds from the request to the Running timestamp."""
-    waits = []
+    """n triggers one after another; seconds from the request to the Running timestamp, and
+    its parts: request -> Scheduled (our API creates the run), Scheduled -> Pending (the
+    worker picks it up), Pending -> Running (the run's process starts and says so)."""
+    waits: list[float] = []
+    parts: dict[str, list[float]] = {"scheduled": [], "pending": [], "running": []}
     for _ in range(n):
         asked = datetime.now(UTC)
         started = await http.post(f"/api/jobs/{job}/trigger")
@@ -201,6 +214,17 @@ async def run_now(http: httpx.AsyncClient, client: PrefectClient, job: str, n: i
             await asyncio.sleep(0.05)
         if run is not None and run.start_time is not None:
             waits.append(run.start_time.timestamp() - asked.timestamp())
+            states = {
+                state.type: state.timestamp.timestamp()
+                for state in reversed(await client.read_flow_run_states(run_id))
+            }
+            steps = [asked.timestamp()] + [
+                states.get(kind) for kind in (StateType.SCHEDULED, StateType.PENDING)
+            ]
+            steps.append(run.start_time.timestamp())
+            for name, (before, after) in zip(parts, itertools.pairwise(steps), strict=True):
+                if before is not None and after is not None:
+                    parts[name].append(after - before)
         while run is not None and run.state_type not in FINAL:
             await asyncio.sleep(0.2)
             run = await client.read_flow_run(run_id)
@@ -210,7 +234,14 @@ async def run_now(http: httpx.AsyncClient, client: PrefectClient, job: str, n: i
             f"{min(waits):.2f} / {statistics.median(waits):.2f} / {seconds(waits, 95)}"
             if waits
             else "n/a",
-        )
+        ),
+        (
+            "run-now: median request->Scheduled / ->Pending / ->Running",
+            " / ".join(
+                f"{statistics.median(values):.3f}" if values else "n/a" for values in parts.values()
+            )
+            + " s",
+        ),
     ]
 
 
@@ -224,7 +255,7 @@ async def burst(
 ) -> tuple[Rows, datetime]:
     """`jobs` jobs due in one minute: outcome, lateness and memory of their runs."""
     minute = (datetime.now(UTC) + timedelta(seconds=lead)).replace(second=0, microsecond=0)
-    if minute < datetime.now(UTC) + timedelta(seconds=40):
+    if minute < datetime.now(UTC) + timedelta(seconds=lead - 60):
         minute += timedelta(minutes=1)
     cron = f"{minute.minute} {minute.hour} {minute.day} {minute.month} *"
     names = [f"burst-{worker_type}-{i:03d}" for i in range(jobs)]
@@ -300,6 +331,10 @@ async def bench_worker(
     env = {**stack.env, "WORK_POOL_NAME": pool, "WORKER_TYPE": worker_type}
     if args.query_seconds is not None:
         env["PREFECT_WORKER_QUERY_SECONDS"] = str(args.query_seconds)
+    prefetch = args.prefetch_seconds
+    if prefetch is None:
+        prefetch = worker_settings(worker_type).prefetch_seconds
+    env["PREFECT_WORKER_PREFETCH_SECONDS"] = str(prefetch)
     async with PrefectClient(api=stack.prefect_api) as client:
         await ensure_work_pool(
             client,
@@ -346,13 +381,19 @@ def main() -> None:
     parser.add_argument("--workers", default="warm-process,process")
     parser.add_argument("--run-now", type=int, default=10)
     parser.add_argument("--burst", type=int, default=100)
-    parser.add_argument("--lead", type=float, default=60, help="seconds to the burst's minute")
+    parser.add_argument("--lead", type=float, default=200, help="seconds to the burst's minute")
     parser.add_argument(
         "--query-seconds",
         type=float,
         default=None,
         help="the worker's poll interval (default 1 s, as make run): a long one shows what the "
         "events stream alone does",
+    )
+    parser.add_argument(
+        "--prefetch-seconds",
+        type=float,
+        default=None,
+        help="how far ahead the worker starts runs (default: make run's for its type)",
     )
     parser.add_argument(
         "--warm-limit", type=int, default=None, help="the warm pool's limit (default: settings')"

@@ -1,5 +1,6 @@
-"""Our changes to Prefect 3.8: three fixes (its server and every process of ours that reads
-schedules) and one extension point Prefect lacks (how the warm worker starts a run).
+"""Our changes to Prefect 3.8: six fixes (its server and every process of ours that reads
+schedules or talks to it) and one extension point Prefect lacks (how the warm worker starts a
+run).
 
 1. Schedule checks done once per value (`cache_schedule_checks`). Prefect checks the time zone
 of every cron schedule it builds, on the server and in the client, against
@@ -47,11 +48,45 @@ a dispatcher that sends the warm worker's own command to its zygote and every ot
 Prefect's `run_process`, so the rest of Prefect's machinery stays as it is
 (deployments/warm_worker.py says why).
 
-Each fix is guarded (`SCHEDULE_CHECKS`, `GC_OFF_THE_LOOP`): before patching anything it checks
-that the Prefect release is one the fix was checked against and that everything it replaces or
-relies on is still there, and raises `PrefectPatchError` otherwise, so that upgrading Prefect
-stops our processes at start-up instead of silently running them unpatched or mispatched.
-"""
+5. The CA bundle read once per process (`load_ca_bundle_once`). Every Prefect client Prefect
+builds (`get_client()`: a flow run builds several, for its engine, its logs, its events, each
+task's state) makes a new verifying TLS context with `ssl.create_default_context(cafile=...)`,
+which parses the whole CA bundle (~25 ms of CPU here), whether the API is https or not: py-spy
+put 44 % of a warm flow run's busy time before Running there. The `ssl` that Prefect's client
+modules see builds a verifying context once per CA file and hands the same one out again (a
+context is safe to share between connections and threads; these callers only pass it to httpx
+or websockets). Contexts with any other arguments (the insecure one Prefect then changes) are
+built new each time, as before. The warm zygote builds the default one before it forks, so its
+runs never parse the bundle at all.
+
+6. Only HTTP requests count against the SQLite server's request limit
+(`limit_only_http_requests`). On SQLite, Prefect's server wraps its app in
+`RequestLimitMiddleware`, an `anyio.CapacityLimiter(100)` around every ASGI call to keep
+concurrent writes down; but a websocket is an ASGI call that lasts as long as the connection,
+and every running flow holds two (its events going in, its suspension observer's events
+coming out), as do workers and our API. With ~45 flow runs at once the 100 slots were all
+websockets, every HTTP request (even /api/health) queued behind them, and the flow runs that
+held them waited for answers that never came: the server stood idle, deadlocked, until killed
+(`benchmarks/scheduling_latency.py`, 100 runs due at once; the stuck tasks dumped: 35 requests
+in `acquire_on_behalf_of`, 68 in `stream_events_in` / `stream_workspace_events_out`). Requests
+keep the limit of 100; websocket and lifespan scopes pass through it.
+
+7. A flow run's labels written under SQLite's write lock (`write_labels_under_the_write_lock`).
+The worker adds its labels to every run it submits (`PATCH /flow_runs/{id}/labels`); Prefect's
+server reads the run's labels and then writes the merged ones in one DEFERRED transaction. On
+SQLite (WAL) a transaction that has read cannot take the write lock once another connection
+has committed since its read: it fails at once with SQLITE_BUSY_SNAPSHOT instead of waiting,
+the server answers 503, and the worker's client retries after 2, 4, 8, 16, 32 s. With 100 runs
+submitted at once, 7-28 of them started a minute late that way (the worker's stuck tasks
+dumped: all in `update_flow_run_labels` -> `_send_with_retry`). The update now begins its
+transaction IMMEDIATE, as Prefect does itself for state changes, so it waits its turn for the
+lock (SQLite's busy timeout) and then reads the latest labels; PostgreSQL is unaffected.
+
+Each fix is guarded (`SCHEDULE_CHECKS`, `CA_BUNDLE_ONCE`, ...): before patching anything it
+checks that the Prefect release is one the fix was checked against and that everything it
+replaces or relies on is still there, and raises `PrefectPatchError` otherwise, so that
+upgrading Prefect stops our processes at start-up instead of silently running them unpatched or
+mispatched."""
 
 from __future__ import annotations
 
@@ -122,6 +157,31 @@ RUN_IN_ZYGOTE = Patch(
         "prefect.runner._starter_engine:EngineCommandStarter",
         "prefect.workers.process:EngineCommandStarter",
         "prefect.context:refresh_global_settings_context",
+    ),
+)
+CA_BUNDLE_ONCE = Patch(
+    name="load_ca_bundle_once",
+    prefect_versions=SpecifierSet(">=3.8,<3.9"),
+    # The modules whose `ssl` builds Prefect's API contexts (client and websockets); each
+    # passes a verifying context straight to httpx / websockets and never changes it.
+    replaces=("prefect.client.orchestration:ssl", "prefect._internal.websockets:ssl"),
+)
+HTTP_ONLY_LIMIT = Patch(
+    name="limit_only_http_requests",
+    prefect_versions=SpecifierSet(">=3.8,<3.9"),
+    # The replacement uses the instance's `app` and `_limiter`, which __init__ sets.
+    replaces=(
+        "prefect.server.api.server:RequestLimitMiddleware.__call__",
+        "prefect.server.api.server:RequestLimitMiddleware.__init__",
+    ),
+)
+LABELS_UNDER_WRITE_LOCK = Patch(
+    name="write_labels_under_the_write_lock",
+    prefect_versions=SpecifierSet(">=3.8,<3.9"),
+    # The contextvar Prefect's SQLite `begin` listener reads to choose BEGIN IMMEDIATE.
+    replaces=(
+        "prefect.server.models.flow_runs:update_flow_run_labels",
+        "prefect.server.database.configurations:SQLITE_BEGIN_MODE",
     ),
 )
 GC_OFF_THE_LOOP = Patch(
@@ -216,19 +276,24 @@ def _require(patch: Patch) -> list[tuple[Any, str]]:
 def install_server_fixes() -> None:
     """Every fix, for a Prefect server process (ours or the test harness's); call it first."""
     # Every guard before any patch: a refusal leaves the process entirely unpatched.
-    for patch in (SCHEDULE_CHECKS, CRON_DST, GC_OFF_THE_LOOP):
+    server_only = (HTTP_ONLY_LIMIT, LABELS_UNDER_WRITE_LOCK, GC_OFF_THE_LOOP)
+    for patch in (SCHEDULE_CHECKS, CRON_DST, CA_BUNDLE_ONCE, *server_only):
         _require(patch)
     cache_schedule_checks()
     plan_cron_by_debian_rules()
+    load_ca_bundle_once()
+    limit_only_http_requests()
+    write_labels_under_the_write_lock()
     collect_garbage_off_the_loop()
 
 
 def install_client_fixes() -> None:
     """The fixes for a process that reads and plans schedules but serves no Prefect (our API)."""
-    for patch in (SCHEDULE_CHECKS, CRON_DST):
+    for patch in (SCHEDULE_CHECKS, CRON_DST, CA_BUNDLE_ONCE):
         _require(patch)
     cache_schedule_checks()
     plan_cron_by_debian_rules()
+    load_ca_bundle_once()
 
 
 def start_runs_in_zygote(command: str, run: Callable[..., Awaitable[Any]]) -> None:
@@ -311,6 +376,93 @@ def cache_schedule_checks() -> None:
     }
     for module, attribute in targets:
         setattr(module, attribute, wrappers[attribute])
+
+
+def limit_only_http_requests() -> None:
+    """Let websocket (and lifespan) scopes past Prefect's SQLite request limit (idempotent)."""
+    _require(HTTP_ONLY_LIMIT)
+    from prefect.server.api.server import RequestLimitMiddleware
+
+    if getattr(RequestLimitMiddleware.__call__, "http_only", False):
+        return  # installed already
+
+    async def call(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":  # a stream for as long as it is open: not a request
+            await self.app(scope, receive, send)
+            return
+        async with self._limiter:
+            await self.app(scope, receive, send)
+
+    call.http_only = True  # type: ignore[attr-defined]
+    RequestLimitMiddleware.__call__ = call  # type: ignore[method-assign]
+
+
+def write_labels_under_the_write_lock() -> None:
+    """Begin the server's flow-run label updates IMMEDIATE on SQLite (idempotent)."""
+    _require(LABELS_UNDER_WRITE_LOCK)
+    from prefect.server.database import configurations
+    from prefect.server.models import flow_runs
+
+    original: Callable[..., Awaitable[Any]] = flow_runs.update_flow_run_labels
+    if getattr(original, "immediate", False):
+        return  # installed already
+
+    @functools.wraps(original)
+    async def update_flow_run_labels(*args: Any, **kwargs: Any) -> Any:
+        # The route began its session's transaction DEFERRED, but SQLAlchemy emits BEGIN on
+        # the first statement, which runs here: Prefect's listener then begins IMMEDIATE.
+        token = configurations.SQLITE_BEGIN_MODE.set("IMMEDIATE")
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            configurations.SQLITE_BEGIN_MODE.reset(token)
+
+    update_flow_run_labels.immediate = True  # type: ignore[attr-defined]
+    flow_runs.update_flow_run_labels = update_flow_run_labels
+
+
+class SslBuildingCaContextsOnce:
+    """The `ssl` module, except that `create_default_context(cafile=F)` is built once per F."""
+
+    def __init__(self, real: Any):
+        self.real = real
+        self._contexts: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def create_default_context(
+        self,
+        purpose: Any = None,
+        *,
+        cafile: str | None = None,
+        capath: str | None = None,
+        cadata: Any = None,
+    ) -> Any:
+        purpose = self.real.Purpose.SERVER_AUTH if purpose is None else purpose
+        if cafile is None or capath is not None or cadata is not None:
+            return self.real.create_default_context(
+                purpose, cafile=cafile, capath=capath, cadata=cadata
+            )
+        if purpose != self.real.Purpose.SERVER_AUTH:
+            return self.real.create_default_context(purpose, cafile=cafile)
+        with self._lock:
+            context = self._contexts.get(cafile)
+            if context is None:
+                context = self._contexts[cafile] = self.real.create_default_context(cafile=cafile)
+            return context
+
+
+def load_ca_bundle_once() -> SslBuildingCaContextsOnce:
+    """Give Prefect's client modules an `ssl` that parses each CA file once (idempotent)."""
+    targets = _require(CA_BUNDLE_ONCE)
+    current = targets[0][0].ssl
+    shared = current if isinstance(current, SslBuildingCaContextsOnce) else None
+    shared = shared or SslBuildingCaContextsOnce(current)
+    for module, attribute in targets:
+        setattr(module, attribute, shared)
+    return shared
 
 
 def collect_garbage_off_the_loop(pause: float = 0.01, full_every: float = 10.0) -> threading.Thread:

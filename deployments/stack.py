@@ -40,11 +40,13 @@ def stack_env() -> dict[str, str]:
         PREFECT_API_URL=f"{prefect_url()}/api",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         # Latency: the worker asks for due runs every second instead of every 10 s, and
-        # claims runs due within the next 20 s, so their process has started (a few seconds
-        # of imports, more when several start at once) before they are due; the server keeps
-        # a claimed run from going Running before its time.
+        # claims runs due within the next minute (settings.prefetch_seconds), so their
+        # processes have started before they are due, even 100 at once; the server keeps a
+        # claimed run from going Running before its time.
         PREFECT_WORKER_QUERY_SECONDS=env.get("PREFECT_WORKER_QUERY_SECONDS", "1"),
-        PREFECT_WORKER_PREFETCH_SECONDS=env.get("PREFECT_WORKER_PREFETCH_SECONDS", "20"),
+        PREFECT_WORKER_PREFETCH_SECONDS=env.get(
+            "PREFECT_WORKER_PREFETCH_SECONDS", str(settings.prefetch_seconds)
+        ),
         # The scheduler plans new runs every 10 s (default 60 s) so a schedule created
         # through our API gets its first runs without a minute's wait.
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS=env.get(

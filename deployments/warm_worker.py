@@ -62,6 +62,17 @@ def source_stamp(root: Path = PROJECT_DIR) -> tuple[tuple[str, int], ...]:
     return tuple(stamps)
 
 
+def zygote_env() -> dict[str, str]:
+    """The zygote's environment: the worker's, with glibc's malloc kept to two arenas.
+
+    glibc gives each thread that allocates its own arena (up to 8 per core), and a flow run
+    has several threads (its event loop, log and event workers, the control listener): each
+    arena's first pages are private memory in every run. Children inherit the zygote's malloc
+    settings, read once when it started (`MALLOC_ARENA_MAX`, unless set already).
+    """
+    return {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+
+
 class ForkedRun:
     """A flow run process forked by a zygote, as Prefect's ProcessHandle expects one."""
 
@@ -105,6 +116,7 @@ class ZygoteProcess:
                 pass_fds=[theirs.fileno()],
                 stdin=asyncio.subprocess.DEVNULL,
                 cwd=PROJECT_DIR,
+                env=zygote_env(),
             )
         zygote = cls(process, stamp if stamp is not None else source_stamp())
         zygote._reader, zygote._writer = await asyncio.open_unix_connection(sock=ours)

@@ -54,6 +54,16 @@ def preload() -> list[str]:
     names = list(PREFECT_MODULES)
     for name in names:
         importlib.import_module(name)
+    # The TLS contexts every run builds (Prefect's clients, ours), so no child parses the CA
+    # bundle: Prefect's built once per CA file (prefect_patches.load_ca_bundle_once), ours
+    # once per process (blocks/http.py); both survive the child's settings refresh.
+    import certifi
+
+    from blocks.http import tls_context
+    from deployments.prefect_patches import load_ca_bundle_once
+
+    load_ca_bundle_once().create_default_context(cafile=certifi.where())
+    tls_context()
     package = importlib.import_module(FLOWS_PACKAGE)
     for module in pkgutil.iter_modules(package.__path__):
         name = f"{FLOWS_PACKAGE}.{module.name}"

@@ -13,6 +13,7 @@ from prefect.tasks import exponential_backoff
 from sqlalchemy.engine import Engine
 
 from blocks.destination import resolve_destination_engine
+from blocks.http import tls_context
 from blocks.secret_headers import load_secret_headers
 from db.crud import reflect_table, upsert_api_records, upsert_rows
 from db.engine import get_engine
@@ -87,7 +88,9 @@ async def api_call(
     destination = destination or DestinationSpec()
     with recorded_run(get_engine(), "api_call") as outcome:
         headers = {**source.headers, **await load_secret_headers(source.headers_secret)}
-        async with httpx.AsyncClient(base_url=source.base_url, headers=headers) as client:
+        async with httpx.AsyncClient(
+            base_url=source.base_url, headers=headers, verify=tls_context()
+        ) as client:
             fetch = call_api.with_options(
                 retries=request.retries,
                 retry_delay_seconds=exponential_backoff(request.backoff_seconds)(request.retries),

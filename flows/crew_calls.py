@@ -9,9 +9,7 @@ the delays are Prefect's exponential backoff with Prefect's jitter.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +19,7 @@ from httpx_aiohttp import AiohttpTransport
 from prefect.tasks import exponential_backoff
 from prefect.utilities.math import clamped_poisson_interval
 
+from blocks.http import tls_context
 from flows.http import describe_error, is_retryable, raise_for_status
 
 JITTER = 0.5
@@ -63,12 +62,6 @@ def jittered(delay: float) -> float:
     return float(clamped_poisson_interval(delay, clamping_factor=JITTER)) if delay > 0 else 0.0
 
 
-@functools.cache
-def _tls() -> ssl.SSLContext:
-    # Loading the CA bundle costs ~50 ms of CPU: once per process, not once per run.
-    return httpx.create_ssl_context()
-
-
 def crew_transport(concurrency: int) -> httpx.AsyncBaseTransport:
     """httpx's transport interface on aiohttp's engine, a connection per call in flight.
 
@@ -78,7 +71,7 @@ def crew_transport(concurrency: int) -> httpx.AsyncBaseTransport:
     auth, redirect and URL-merging layers are the rest; raw aiohttp ~0.35 ms).
     """
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    return AiohttpTransport(verify=_tls(), limits=limits)
+    return AiohttpTransport(verify=tls_context(), limits=limits)
 
 
 class CrewCaller:

@@ -9,6 +9,7 @@ from prefect import flow, get_client, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 
+from blocks.http import tls_context
 from db.engine import get_engine
 from flows.common import ReportedFailure, current_flow_run_id, recorded_run
 from flows.http import raise_for_status
@@ -71,7 +72,7 @@ async def service_job(
             triggered_by_user=triggered_by_user,
         )
         # Prefect's task timeout ends a hung service as a failed run; httpx's is a backstop.
-        async with httpx.AsyncClient(timeout=timeout_seconds + 5) as client:
+        async with httpx.AsyncClient(timeout=timeout_seconds + 5, verify=tls_context()) as client:
             result = await call_service.with_options(timeout_seconds=timeout_seconds)(
                 client, url, context
             )

@@ -7,17 +7,26 @@ import gc
 import importlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
 import zoneinfo
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import certifi
 import prefect
 import pytest
+from prefect.client.orchestration import PrefectClient, SyncPrefectClient
 from prefect.client.schemas.schedules import CronSchedule as ClientCron
 from prefect.server.schemas.schedules import CronSchedule as ServerCron
+from prefect.settings import (
+    PREFECT_API_SSL_CERT_FILE,
+    PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
+    temporary_settings,
+)
 from pydantic import ValidationError
 
 from deployments import prefect_patches
@@ -27,6 +36,8 @@ from deployments.prefect_patches import (
     cache_schedule_checks,
     collect_garbage_off_the_loop,
     install_server_fixes,
+    limit_only_http_requests,
+    load_ca_bundle_once,
 )
 from settings import PROJECT_DIR
 
@@ -91,6 +102,80 @@ def run_python(*args: str, **env: str) -> str:
     ).stdout
 
 
+def client_tls(client: PrefectClient | SyncPrefectClient) -> ssl.SSLContext:
+    """The TLS context a Prefect client's connections use (httpx -> httpcore's pool)."""
+    context: ssl.SSLContext = client._client._transport._pool._ssl_context  # type: ignore[union-attr]
+    return context
+
+
+def test_prefect_clients_parse_a_ca_bundle_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    load_ca_bundle_once()
+    load_ca_bundle_once()  # a second install changes nothing
+    real, built = ssl.create_default_context, []
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(kwargs.get("cafile"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    end = "-----END CERTIFICATE-----"
+    one_ca = Path(certifi.where()).read_text().split(end)[0].split("-----BEGIN")[-1]
+    bundle = str(tmp_path / "ca.pem")
+    Path(bundle).write_text(f"-----BEGIN{one_ca}{end}\n")
+    with temporary_settings({PREFECT_API_SSL_CERT_FILE: bundle}):
+        clients: list[PrefectClient | SyncPrefectClient]
+        clients = [PrefectClient("https://127.0.0.1:9/api") for _ in range(3)]
+        clients += [SyncPrefectClient("https://127.0.0.1:9/api") for _ in range(3)]
+        contexts = {id(client_tls(client)) for client in clients}
+    assert built == [bundle] and len(contexts) == 1  # one parse, one shared context
+    shared = client_tls(clients[0])
+    assert shared.verify_mode == ssl.CERT_REQUIRED and shared.check_hostname
+    assert shared.cert_store_stats()["x509_ca"] == 1
+
+    # Skipping verification still builds a context of its own each time, as Prefect does.
+    with temporary_settings({PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}):
+        insecure = [PrefectClient("https://127.0.0.1:9/api") for _ in range(2)]
+    first, second = (client_tls(client) for client in insecure)
+    assert first is not second and first.verify_mode == ssl.CERT_NONE
+    assert shared.verify_mode == ssl.CERT_REQUIRED  # the shared one untouched
+
+
+def test_websockets_do_not_use_up_the_sqlite_request_limit() -> None:
+    from prefect.server.api.server import RequestLimitMiddleware
+
+    limit_only_http_requests()
+    limit_only_http_requests()  # a second install changes nothing
+    inside, most_inside = 0, 0
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal inside, most_inside
+        if scope["type"] == "websocket":
+            await receive()  # a stream: open until the client goes
+            return
+        inside += 1
+        most_inside = max(most_inside, inside)
+        await asyncio.sleep(0.01)
+        inside -= 1
+
+    async def scene() -> None:
+        limited = RequestLimitMiddleware(app, limit=2)
+        gone = asyncio.Event()
+        streams = [
+            asyncio.create_task(limited({"type": "websocket"}, gone.wait, None)) for _ in range(5)
+        ]
+        await asyncio.sleep(0)
+        # Five open streams, a limit of two: requests are still served, two at a time.
+        requests = (limited({"type": "http"}, None, None) for _ in range(6))
+        await asyncio.wait_for(asyncio.gather(*requests), 5)
+        gone.set()
+        await asyncio.gather(*streams)
+
+    asyncio.run(scene())
+    assert most_inside == 2
+
+
 def test_prefect_server_module_is_prefects_cli() -> None:
     out = run_python("-m", "deployments.prefect_server", "version")
     assert "Version:" in out and "3.8." in out
@@ -98,12 +183,16 @@ def test_prefect_server_module_is_prefects_cli() -> None:
 
 # Python that prints, as JSON, the state of each fix in the process it runs in.
 PRINT_FIXES = (
-    "import gc, json, threading\n"
+    "import gc, json, sys, threading\n"
     "import prefect.types._datetime as d, prefect.server.schemas.schedules as s\n"
     "def print_fixes(**more):\n"
     "    print(json.dumps({'gc': gc.isenabled(),\n"
     "        'zones': hasattr(d.get_timezones, 'cache_info'),\n"
     "        'cron_dst': getattr(s.CronSchedule._get_dates_generator, 'debian_cron', False),\n"
+    "        'ca_once': type(__import__('prefect.client.orchestration').client\n"
+    "            .orchestration.ssl).__name__ == 'SslBuildingCaContextsOnce',\n"
+    "        'http_only': getattr(getattr(getattr(sys.modules.get('prefect.server.api.server'),\n"
+    "            'RequestLimitMiddleware', None), '__call__', None), 'http_only', False),\n"
     "        'threads': [t.name for t in threading.enumerate()], **more}))\n"
 )
 
@@ -127,7 +216,76 @@ def test_prefect_server_module_installs_every_fix_before_prefect_runs() -> None:
         "main()\n"
     )
     assert found["gc"] is False and found["zones"] is True and found["cron_dst"] is True
+    assert found["ca_once"] is True and found["http_only"] is True
     assert "gc-off-the-loop" in found["threads"]
+
+
+def run_labels_race(database: Path, immediate: bool) -> dict[str, Any]:
+    """Prefect's label update racing another writer on a SQLite file, as in the server."""
+    code = (
+        "import asyncio, json, sys\n"
+        "from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, temporary_settings\n"
+        f"url = 'sqlite+aiosqlite:///' + {json.dumps(str(database))}\n"
+        "async def scene():\n"
+        "    from prefect.server.database import provide_database_interface\n"
+        "    from prefect.server import models, schemas\n"
+        "    db = provide_database_interface()\n"
+        "    await db.drop_db(); await db.create_db()\n"
+        "    async with db.session_context(begin_transaction=True) as s:\n"
+        "        flow = await models.flows.create_flow(session=s,\n"
+        "            flow=schemas.core.Flow(name='f'))\n"
+        "        run = await models.flow_runs.create_flow_run(session=s,\n"
+        "            flow_run=schemas.core.FlowRun(flow_id=flow.id, labels={'a': '1'}))\n"
+        "    read = models.flow_runs.read_flow_run\n"
+        "    async def other_writer():\n"
+        "        async with db.session_context(begin_transaction=True) as s:\n"
+        "            await models.flow_runs.update_flow_run(session=s, flow_run_id=run.id,\n"
+        "                flow_run=schemas.actions.FlowRunUpdate(name='renamed'))\n"
+        "    async def read_then_let_another_write(*args, **kwargs):\n"
+        "        found = await read(*args, **kwargs)\n"
+        "        writer = asyncio.create_task(other_writer())\n"
+        "        await asyncio.sleep(0.5)  # it commits now, unless it waits for our lock\n"
+        "        tasks.append(writer)\n"
+        "        return found\n"
+        "    tasks = []\n"
+        "    models.flow_runs.read_flow_run = read_then_let_another_write\n"
+        "    try:\n"
+        "        async with db.session_context(begin_transaction=True) as s:\n"
+        "            await models.flow_runs.update_flow_run_labels(session=s, flow_run_id=run.id,\n"
+        "                labels={'b': '2'})\n"
+        "        outcome = 'updated'\n"
+        "    except Exception as exc:\n"
+        "        outcome = type(exc.orig).__name__ + ': ' + str(exc.orig)\n"
+        "    models.flow_runs.read_flow_run = read\n"
+        "    await asyncio.gather(*tasks)\n"
+        "    async with db.session_context() as s:\n"
+        "        final = await read(session=s, flow_run_id=run.id)\n"
+        "    print(json.dumps({'outcome': outcome, 'labels': final.labels, 'name': final.name}))\n"
+        "with temporary_settings({PREFECT_API_DATABASE_CONNECTION_URL: url}):\n"
+        + (
+            "    from deployments.prefect_patches import write_labels_under_the_write_lock\n"
+            "    write_labels_under_the_write_lock()\n"
+            if immediate
+            else ""
+        )
+        + "    asyncio.run(scene())\n"
+    )
+    return last_json(run_python("-c", code))
+
+
+def test_a_label_update_racing_another_writer_on_sqlite_fails_unpatched(tmp_path: Path) -> None:
+    # What the fix is for: Prefect's read-then-write transaction loses the race at once.
+    found = run_labels_race(tmp_path / "prefect.db", immediate=False)
+    assert "locked" in found["outcome"] or "BUSY" in found["outcome"], found
+    assert found["name"] == "renamed"
+
+
+def test_a_label_update_takes_sqlites_write_lock_first(tmp_path: Path) -> None:
+    found = run_labels_race(tmp_path / "prefect.db", immediate=True)
+    assert found["outcome"] == "updated", found
+    # Both writes landed: the other writer waited for the label update, then renamed the run.
+    assert found["labels"]["b"] == "2" and found["labels"]["a"] == "1"
+    assert found["name"] == "renamed"
 
 
 def run_gc_scene(mode: str) -> dict[str, Any]:
@@ -174,6 +332,7 @@ def test_importing_the_api_patches_nothing_and_starting_it_caches_schedule_check
     )
     assert found["imported"] is False
     assert found["zones"] is True and found["cron_dst"] is True  # started: the client fixes
+    assert found["ca_once"] is True
     assert found["gc"] is True  # the API serves no Prefect: the collector stays where it is
 
 
@@ -202,7 +361,13 @@ def assert_nothing_patched(stand_ins: dict[str, Callable[..., object]], gc_was: 
 @pytest.mark.parametrize("version", ["3.9.0", "3.7.4", "4.0.0rc1", "not-a-version"])
 @pytest.mark.parametrize(
     "install",
-    ["cache_schedule_checks", "plan_cron_by_debian_rules", "collect_garbage_off_the_loop"],
+    [
+        "cache_schedule_checks",
+        "plan_cron_by_debian_rules",
+        "load_ca_bundle_once",
+        "limit_only_http_requests",
+        "collect_garbage_off_the_loop",
+    ],
 )
 def test_each_fix_refuses_a_prefect_outside_its_versions_and_patches_nothing(
     monkeypatch: pytest.MonkeyPatch,
