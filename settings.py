@@ -49,8 +49,9 @@ class Settings(BaseSettings):
     # a new interpreter importing Prefect, ~2 s of CPU).
     worker_type: Literal["warm-process", "process"] = "warm-process"
     # Flow runs at once (the pool's concurrency limit); default by worker type: a warm run is a
-    # fork of ~30 MB of its own, mostly waiting on I/O (100: a burst of 100 due at once starts
-    # together), a stock one a ~85 MB interpreter costing ~2 s of CPU to start (4).
+    # fork of ~26 MB of its own, mostly waiting on I/O (128: a burst of 100 due at once starts
+    # together, beside the minute's other runs), a stock one a ~85 MB interpreter costing ~2 s
+    # of CPU to start (4).
     work_pool_concurrency: int | None = Field(default=None, ge=1)
     # How far ahead the worker claims due runs and starts their processes, which then wait
     # for their time (Prefect's PREFECT_WORKER_PREFETCH_SECONDS); default by worker type: 60 s
@@ -106,7 +107,7 @@ class Settings(BaseSettings):
         """The pool's concurrency limit: WORK_POOL_CONCURRENCY, else the worker type's default."""
         if self.work_pool_concurrency is not None:
             return self.work_pool_concurrency
-        return 100 if self.worker_type == "warm-process" else 4
+        return 128 if self.worker_type == "warm-process" else 4
 
     @property
     def prefetch_seconds(self) -> int:

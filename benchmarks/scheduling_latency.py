@@ -6,7 +6,7 @@ running: for each Prefect database it starts a Prefect server, our API and a fak
 `email-service` answering every job in 50 ms (benchmarks/register_jobs.py's stack, with
 `make run`'s tuning: worker query 1 s, scheduler loop 10 s); then, for each worker type in
 turn, a work pool of that type and one worker polling it, with the type's defaults from
-settings.py (pool limit 100 warm / 4 stock, prefetch 60 s warm / 20 s stock). Logs go to
+settings.py (pool limit 128 warm / 4 stock, prefetch 60 s warm / 20 s stock). Logs go to
 .data/bench-logs/. Nothing is asserted.
 
 Measured per worker type, on this machine's wall clock:

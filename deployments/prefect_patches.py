@@ -162,9 +162,14 @@ RUN_IN_ZYGOTE = Patch(
 CA_BUNDLE_ONCE = Patch(
     name="load_ca_bundle_once",
     prefect_versions=SpecifierSet(">=3.8,<3.9"),
-    # The modules whose `ssl` builds Prefect's API contexts (client and websockets); each
-    # passes a verifying context straight to httpx / websockets and never changes it.
-    replaces=("prefect.client.orchestration:ssl", "prefect._internal.websockets:ssl"),
+    # The modules whose `ssl` builds Prefect's API contexts (its clients, its websockets, the
+    # server version check each new process makes); each passes a verifying context straight
+    # to httpx / websockets and never changes it.
+    replaces=(
+        "prefect.client.orchestration:ssl",
+        "prefect._internal.websockets:ssl",
+        "prefect._internal.version_checking:ssl",
+    ),
 )
 HTTP_ONLY_LIMIT = Patch(
     name="limit_only_http_requests",
