@@ -104,7 +104,11 @@ def warm_up() -> dict[str, int]:
         models += model.__subclasses__()
         module = getattr(model, "__module__", "")
         client_side = module.startswith("prefect.") and not module.startswith("prefect.server.")
-        if client_side and not model.__pydantic_complete__ and model.model_rebuild(raise_errors=False):
+        if (
+            client_side
+            and not model.__pydantic_complete__
+            and model.model_rebuild(raise_errors=False)
+        ):
             rebuilt += 1
     api_url = PREFECT_API_URL.value()
     if api_url:  # one check for every run against this API (Prefect caches it per process)
