@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -40,10 +42,39 @@ class JobResult(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+# A job endpoint is a plain path: segments of RFC 3986 path characters without `%` (no encoded
+# characters to decode differently later) and `@`, no `\`, query or fragment; no `.` or `..`
+# segment, which an HTTP client resolves away (`/email/../admin` is `/admin`).
+ENDPOINT_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:-]+")
+
+
 def check_endpoint(value: str) -> str:
-    if not value.startswith("/") or value.startswith("//") or "://" in value:
+    """A path on the service, as given; ValueError naming the first thing wrong with it."""
+    if not value.startswith("/") or value.startswith("//"):
         raise ValueError("must be a path on the service, starting with a single '/'")
+    segments = value[1:].removesuffix("/").split("/") if value != "/" else []
+    for segment in segments:
+        if not ENDPOINT_SEGMENT.fullmatch(segment):
+            raise ValueError(
+                "must be a plain path: letters, digits and - . _ ~ ! $ & ' ( ) * + , ; = : "
+                "between single '/'; no '%', '@', '\\', '?', '#', spaces or empty segments"
+            )
+        if segment in {".", ".."}:
+            raise ValueError("must not contain '.' or '..' segments")
     return value
+
+
+def within_prefix(url: str, prefix: str) -> bool:
+    """Whether `url` is `prefix` or below it: same scheme and host, and the path continues the
+    prefix's at a segment boundary (`http://h/email` covers `/email/x`, not `/emailer`)."""
+    target, allowed = urllib.parse.urlsplit(url), urllib.parse.urlsplit(prefix)
+    if (target.scheme.lower(), target.netloc.lower()) != (
+        allowed.scheme.lower(),
+        allowed.netloc.lower(),
+    ):
+        return False
+    base = allowed.path.rstrip("/")
+    return target.path == base or target.path.startswith(base + "/")
 
 
 def resolve_service_url(
@@ -61,7 +92,7 @@ def resolve_service_url(
             f"unknown service {service!r}: set {service_env_var(service)} (known: {known})"
         )
     url = base.rstrip("/") + check_endpoint(endpoint)
-    if allowed_prefixes and not any(url.startswith(prefix) for prefix in allowed_prefixes):
+    if allowed_prefixes and not any(within_prefix(url, prefix) for prefix in allowed_prefixes):
         raise PermissionError(f"{url} is outside the service allow-list")
     return url
 

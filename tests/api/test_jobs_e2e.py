@@ -193,6 +193,10 @@ def test_failing_services_end_as_failed_runs_with_clear_errors(api, worker, emai
         ({"service": "unknown-service"}, "service"),
         ({"endpoint": "api/jobs/no-slash"}, "endpoint"),
         ({"endpoint": "http://evil.example.com/x"}, "endpoint"),
+        ({"endpoint": "/../admin"}, "endpoint"),
+        ({"endpoint": "/%2e%2e/admin"}, "endpoint"),
+        ({"endpoint": "/x@evil.example"}, "endpoint"),
+        ({"endpoint": "/x\\..\\admin"}, "endpoint"),
         ({"name": None}, "name"),
     ],
 )
