@@ -10,9 +10,10 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 from fastapi.responses import JSONResponse
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -22,6 +23,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from api.bounds import MAX_ID, MAX_OFFSET, within_utc_range
 from api.deps import CrewSchedulerDep, SessionDep, SettingsDep
 from api.envelope import Envelope
 from db.crew import delete_crew_response, get_crew_response, list_crew_responses, upsert_users
@@ -118,7 +120,8 @@ def _utc(value: Any) -> Any:
     return value
 
 
-IsoDate = Annotated[datetime, BeforeValidator(_utc)]
+IsoDate = Annotated[datetime, BeforeValidator(_utc), AfterValidator(within_utc_range)]
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def _answer(state: CrewSchedulerState, message: str | None = None) -> SchedulerAnswer:
@@ -159,7 +162,7 @@ class CrewResponsesQuery(BaseModel):
 
     user_uid: str | None = None
     limit: int = Field(default=100, ge=1, le=MAX_PAGE)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     start_date: IsoDate | None = None
     end_date: IsoDate | None = None
 
@@ -204,7 +207,7 @@ def _not_found(response_id: int) -> JSONResponse:
 
 
 @router.get("/api/crew-responses/{response_id}", response_model=CrewResponseAnswer)
-def crew_response(response_id: int, session: SessionDep) -> CrewResponseAnswer | JSONResponse:
+def crew_response(response_id: RowId, session: SessionDep) -> CrewResponseAnswer | JSONResponse:
     row = get_crew_response(session, response_id)
     if row is None:
         return _not_found(response_id)
@@ -212,7 +215,7 @@ def crew_response(response_id: int, session: SessionDep) -> CrewResponseAnswer |
 
 
 @router.delete("/api/crew-responses/{response_id}", response_model=None)
-def remove_crew_response(response_id: int, session: SessionDep) -> dict[str, Any] | JSONResponse:
+def remove_crew_response(response_id: RowId, session: SessionDep) -> dict[str, Any] | JSONResponse:
     if not delete_crew_response(session, response_id):
         return _not_found(response_id)
     session.commit()

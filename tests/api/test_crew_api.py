@@ -140,6 +140,10 @@ def test_bad_scheduler_actions_are_refused_and_change_nothing(api, prefect_api_u
         ({"startDate": "yesterday"}, ["query", "startDate"]),
         ({"endDate": "2025-13-01"}, ["query", "endDate"]),
         ({"startDate": "2025-11-02", "endDate": "2025-11-01"}, ["query", "endDate"]),
+        ({"offset": 9223372036854775808}, ["query", "offset"]),
+        ({"offset": 2**31}, ["query", "offset"]),
+        ({"startDate": "9999-12-31T23:59:59-23:59"}, ["query", "startDate"]),
+        ({"endDate": "0001-01-01T00:00:00+23:59"}, ["query", "endDate"]),
     ],
 )
 def test_bad_response_queries_name_the_parameter(api, params, loc):
@@ -193,6 +197,19 @@ def test_a_missing_or_malformed_id_is_a_clear_4xx(api):
         "detail": "Crew response 987654 not found",
     }
     assert api.get("/api/crew-responses/abc").status_code == 422
+    for too_big in ("9223372036854775808", "0", "-1"):
+        for method in (api.get, api.delete):
+            response = method(f"/api/crew-responses/{too_big}")
+            assert response.status_code == 422 and ["path", "response_id"] in locs(response)
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/records", "/api/jobs", "/api/schedules", "/api/crew-responses"]
+)
+def test_an_offset_past_any_page_is_refused_not_a_server_error(api, path):
+    response = api.get(path, params={"offset": "9223372036854775808"})
+    assert response.status_code == 422 and ["query", "offset"] in locs(response)
+    assert api.get(path, params={"offset": 2**31 - 1}).status_code == 200
 
 
 def test_bad_users_are_refused_and_none_is_stored(api, sqlite_engine):
