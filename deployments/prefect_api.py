@@ -39,7 +39,16 @@ async def page_deployments(
     One call (`/deployments/paginate`, page and total) when `offset` is a whole number of
     pages; else a filter and a count at once, since paginate takes only page numbers. The
     body is raw because Prefect's server filters on `paused` while its client model lacks it.
+    A page larger than Prefect's (200) is asked for in Prefect-sized parts at once.
     """
+    if limit > PREFECT_PAGE:
+        parts = await asyncio.gather(
+            *(
+                page_deployments(client, body, min(PREFECT_PAGE, limit - start), offset + start)
+                for start in range(0, limit, PREFECT_PAGE)
+            )
+        )
+        return [d for found, _ in parts for d in found], parts[0][1]
     if offset % limit == 0:
         answer = await client.request(
             "POST",

@@ -231,6 +231,15 @@ def test_list_filters_and_pages(api):
         params = {"tag": "team:list", "limit": 2, "offset": offset}
         page = api.get("/api/schedules", params=params).json()
         assert page["count"] == 3 and [s["name"] for s in page["data"]] == names, offset
+    # A page larger than Prefect's is asked for in parts (Prefect's page made 2 here).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("deployments.prefect_api.PREFECT_PAGE", 2)
+        for offset, names in [(0, ["list-0", "list-1", "list-2"]), (1, ["list-1", "list-2"])]:
+            params = {"tag": "team:list", "limit": 5, "offset": offset}
+            page = api.get("/api/schedules", params=params).json()
+            assert page["count"] == 3 and [s["name"] for s in page["data"]] == names, offset
+    widest = api.get("/api/schedules", params={"tag": "team:list", "limit": 500})
+    assert widest.status_code == 200 and widest.json()["count"] == 3
     paused = api.get("/api/schedules", params={"tag": "team:list", "paused": True}).json()
     assert [s["name"] for s in paused["data"]] == ["list-1"]
     assert api.get("/api/schedules", params={"pipeline": "nope"}).json() == {"data": [], "count": 0}
