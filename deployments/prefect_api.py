@@ -37,19 +37,11 @@ async def page_deployments(
     """A page of deployments by name for a filter `body`, and the filter's total.
 
     One call (`/deployments/paginate`, page and total) when `offset` is a whole number of
-    pages; else a filter and a count at once, since paginate takes only page numbers. The
-    body is raw because Prefect's server filters on `paused` while its client model lacks it.
-    A page larger than Prefect's (200) is asked for in Prefect-sized parts at once.
+    pages no larger than Prefect's (200); else filters of at most 200 and one count at once,
+    since paginate takes only page numbers. The body is raw because Prefect's server filters
+    on `paused` while its client model lacks it.
     """
-    if limit > PREFECT_PAGE:
-        parts = await asyncio.gather(
-            *(
-                page_deployments(client, body, min(PREFECT_PAGE, limit - start), offset + start)
-                for start in range(0, limit, PREFECT_PAGE)
-            )
-        )
-        return [d for found, _ in parts for d in found], parts[0][1]
-    if offset % limit == 0:
+    if limit <= PREFECT_PAGE and offset % limit == 0:
         answer = await client.request(
             "POST",
             "/deployments/paginate",
@@ -58,15 +50,23 @@ async def page_deployments(
         data = answer.json()
         found, total = data["results"], data["count"]
     else:
-        page, count = await asyncio.gather(
+        parts = [
             client.request(
                 "POST",
                 "/deployments/filter",
-                json={**body, "limit": limit, "offset": offset, "sort": "NAME_ASC"},
-            ),
-            client.request("POST", "/deployments/count", json=body),
+                json={
+                    **body,
+                    "limit": min(PREFECT_PAGE, offset + limit - start),
+                    "offset": start,
+                    "sort": "NAME_ASC",
+                },
+            )
+            for start in range(offset, offset + limit, PREFECT_PAGE)
+        ]
+        *pages, count = await asyncio.gather(
+            *parts, client.request("POST", "/deployments/count", json=body)
         )
-        found, total = page.json(), count.json()
+        found, total = [d for page in pages for d in page.json()], count.json()
     return [DeploymentResponse.model_validate(d) for d in found], int(total)
 
 

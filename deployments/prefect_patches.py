@@ -446,12 +446,11 @@ class SslBuildingCaContextsOnce:
         cadata: Any = None,
     ) -> Any:
         purpose = self.real.Purpose.SERVER_AUTH if purpose is None else purpose
-        if cafile is None or capath is not None or cadata is not None:
+        others = capath is not None or cadata is not None
+        if cafile is None or others or purpose != self.real.Purpose.SERVER_AUTH:
             return self.real.create_default_context(
                 purpose, cafile=cafile, capath=capath, cadata=cadata
             )
-        if purpose != self.real.Purpose.SERVER_AUTH:
-            return self.real.create_default_context(purpose, cafile=cafile)
         with self._lock:
             context = self._contexts.get(cafile)
             if context is None:

@@ -87,12 +87,12 @@ def warm_up() -> dict[str, int]:
     from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_URL
 
     from blocks.http import tls_context
-    from deployments.prefect_patches import cache_schedule_checks, load_ca_bundle_once
+    from deployments.prefect_patches import install_client_fixes, load_ca_bundle_once
 
-    cache_schedule_checks()
-    ssl = load_ca_bundle_once()
-    ssl.create_default_context(cafile=PREFECT_API_SSL_CERT_FILE.value() or certifi.where())
-    ssl.create_default_context(cafile=certifi.where())
+    install_client_fixes()
+    # The file Prefect's clients ask for: PREFECT_API_SSL_CERT_FILE, else certifi's.
+    cafile = PREFECT_API_SSL_CERT_FILE.value() or certifi.where()
+    load_ca_bundle_once().create_default_context(cafile=cafile)
     tls_context()
     CronSchedule(cron="0 9 * * 1-5", timezone="Europe/Paris")
     RRuleSchedule(rrule="FREQ=DAILY;BYHOUR=9", timezone="Europe/Paris")

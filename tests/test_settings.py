@@ -26,3 +26,25 @@ def test_non_loopback_host_needs_api_keys():
     settings = Settings(api_host="0.0.0.0", api_keys="k1, k2")
     assert settings.api_key_list == ["k1", "k2"]
     assert "k1" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("worker_type", "limit", "prefetch"), [("warm-process", 128, 60), ("process", 4, 20)]
+)
+def test_pool_limit_and_prefetch_default_by_worker_type(monkeypatch, worker_type, limit, prefetch):
+    monkeypatch.delenv("WORK_POOL_CONCURRENCY", raising=False)  # the suite sets it
+    monkeypatch.delenv("WORKER_PREFETCH_SECONDS", raising=False)
+    settings = Settings(worker_type=worker_type)
+    assert (settings.pool_concurrency, settings.prefetch_seconds) == (limit, prefetch)
+    chosen = Settings(worker_type=worker_type, work_pool_concurrency=7, worker_prefetch_seconds=5)
+    assert (chosen.pool_concurrency, chosen.prefetch_seconds) == (7, 5)
+
+
+def test_the_stack_hands_the_prefetch_to_the_worker(monkeypatch):
+    from deployments import stack
+
+    monkeypatch.delenv("PREFECT_WORKER_PREFETCH_SECONDS", raising=False)
+    monkeypatch.setattr(stack, "get_settings", lambda: Settings(worker_prefetch_seconds=42))
+    assert stack.stack_env()["PREFECT_WORKER_PREFETCH_SECONDS"] == "42"
+    monkeypatch.setenv("PREFECT_WORKER_PREFETCH_SECONDS", "3")  # Prefect's own name wins
+    assert stack.stack_env()["PREFECT_WORKER_PREFETCH_SECONDS"] == "3"

@@ -10,7 +10,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 from pydantic import (
     AfterValidator,
@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from api.bounds import MAX_ID, MAX_OFFSET, within_utc_range
+from api.bounds import MAX_OFFSET, RowId, within_utc_range
 from api.deps import CrewSchedulerDep, SessionDep, SettingsDep
 from api.envelope import Envelope
 from db.crew import delete_crew_response, get_crew_response, list_crew_responses, upsert_users
@@ -121,7 +121,6 @@ def _utc(value: Any) -> Any:
 
 
 IsoDate = Annotated[datetime, BeforeValidator(_utc), AfterValidator(within_utc_range)]
-RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def _answer(state: CrewSchedulerState, message: str | None = None) -> SchedulerAnswer:

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from api.bounds import MAX_OFFSET
+from api.bounds import Offset
 from api.deps import JobServiceDep
 from api.envelope import Envelope, ListEnvelope
 from deployments.errors import SpecError
@@ -293,7 +293,7 @@ async def register_job(
 async def list_jobs(
     service: JobServiceDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    offset: Offset = 0,
 ) -> ListEnvelope[Job]:
     """Registered jobs by name, a page at a time."""
     views, count = await service.list_schedules(limit=limit, offset=offset)
@@ -360,7 +360,7 @@ async def job_history(
     job_name: str,
     service: JobServiceDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    offset: Offset = 0,
 ) -> ListEnvelope[Execution]:
     """Executions, newest first, with status, timings, item counts, error and trigger."""
     runs, count = await service.runs(job_name, limit=limit, offset=offset)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from api.bounds import MAX_OFFSET
+from api.bounds import Offset
 from api.deps import SessionDep, SettingsDep
 from db.crud import list_api_records
 from db.models import ApiRecordPublic
@@ -26,7 +26,7 @@ def list_records(
     settings: SettingsDep,
     schedule: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    offset: Offset = 0,
 ) -> RecordsPublic:
     """A page of extracted records, newest first, optionally for one schedule."""
     rows, count = list_api_records(

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import BaseModel, Field
 
-from api.bounds import MAX_OFFSET
+from api.bounds import Offset
 from api.deps import ScheduleServiceDep, SettingsDep
 from deployments.spec import SchedulePatch, ScheduleSpec
 from deployments.views import RunView, ScheduleStats, ScheduleView
@@ -64,7 +64,7 @@ async def list_schedules(
     paused: bool | None = None,
     tag: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    offset: Offset = 0,
 ) -> SchedulesPublic:
     """A page of schedules by name, with the total for the filter."""
     views, count = await service.list_schedules(
@@ -128,7 +128,7 @@ async def list_schedule_runs(
     settings: SettingsDep,
     state: StateFilter | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    offset: Offset = 0,
 ) -> RunsPublic:
     """Run history, newest first, each with its outcome."""
     runs, count = await service.runs(
