@@ -86,7 +86,6 @@ from db.migrate import upgrade
 from deployments.pipelines import PIPELINES
 from deployments.prefect_patches import cache_schedule_checks
 from deployments.stack import worker_env
-from deployments.views import RETRIES_ENV, RETRY_DELAY_ENV
 from deployments.work_pool import ensure_work_pool
 from settings import DATA_DIR, PROJECT_DIR
 from tests.utils.http_source import HttpSource, Reply, serve_http_source
@@ -271,7 +270,7 @@ async def register_prefect(client: PrefectClient, flow_id: uuid.UUID, name: str)
             )
         ],
         tags=sorted([f"service:{SERVICE}", "job_type:bench", PIPELINE.tag]),
-        job_variables={"env": {RETRIES_ENV: "0", RETRY_DELAY_ENV: "30"}},
+        job_variables={"retries": 0, "retry_delay_seconds": 30},
     )
 
 

@@ -16,6 +16,7 @@ from prefect.exceptions import ObjectNotFound
 from blocks.base import BlockNotFound
 from blocks.crew import resolve_crew_api, resolve_user_table
 from blocks.destination import resolve_destination_engine
+from blocks.secret_headers import shown_in_clear
 from db.schema import table_problems
 from deployments.errors import FieldErrors, field_error
 from flows.api_call_params import ApiCallParameters
@@ -65,15 +66,23 @@ async def check_destination(params: ApiCallParameters) -> FieldErrors:
 
 
 async def check_secret_headers(params: ApiCallParameters) -> FieldErrors:
-    """The Secret block named for credential headers exists (its value is not read)."""
+    """The Secret block named for credential headers exists and Prefect masks its value.
+
+    Read as Prefect's API shows it to anyone (secrets masked), its value is never seen here: a
+    string comes back masked, a JSON object in clear, which is refused.
+    """
     name = params.source.headers_secret
     if name is None:
         return []
     async with get_client() as client:
         try:
-            await client.read_block_document_by_name(name, block_type_slug="secret")
+            document = await client.read_block_document_by_name(
+                name, block_type_slug="secret", include_secrets=False
+            )
         except ObjectNotFound:
             return [error(("source", "headers_secret"), f"no Secret block named {name!r}")]
+    if not isinstance(document.data.get("value"), str):
+        return [error(("source", "headers_secret"), shown_in_clear(name))]
     return []
 
 

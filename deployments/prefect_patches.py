@@ -82,6 +82,15 @@ dumped: all in `update_flow_run_labels` -> `_send_with_retry`). The update now b
 transaction IMMEDIATE, as Prefect does itself for state changes, so it waits its turn for the
 lock (SQLite's busy timeout) and then reads the latest labels; PostgreSQL is unaffected.
 
+8. Prefect's settings turned into environment variables once per settings object (the warm
+worker's process, `compute_settings_env_once`). For every run it starts, the worker turns its
+settings into environment variables twice (`Settings.to_environment_variables`, for the job's
+base environment and again in `EngineCommandStarter`): a dump and walk of every settings model,
+25-50 ms of CPU each on the worker's event loop, before the run's process can start. The
+answer is a function of the settings object, which Prefect never changes in place (new
+settings are new objects: `copy_with_update`, a refreshed context), so it is kept for the last
+few objects and a copy handed out.
+
 Each fix is guarded (`SCHEDULE_CHECKS`, `CA_BUNDLE_ONCE`, ...): before patching anything it
 checks that the Prefect release is one the fix was checked against and that everything it
 replaces or relies on is still there, and raises `PrefectPatchError` otherwise, so that
@@ -94,6 +103,7 @@ import datetime
 import functools
 import gc
 import importlib
+import inspect
 import platform
 import threading
 import time
@@ -157,8 +167,20 @@ RUN_IN_ZYGOTE = Patch(
         "prefect.runner._starter_engine:EngineCommandStarter",
         "prefect.workers.process:EngineCommandStarter",
         "prefect.context:refresh_global_settings_context",
+        # The warm worker's job configuration relies on it: the engine loads the flow named
+        # in FLOW_ENTRYPOINT_ENV when that is set (checked in start_runs_in_zygote).
+        "prefect.flow_engine:load_flow",
+        # The warm worker writes a run's labels off its start (its own method, overridden).
+        "prefect.workers.base:BaseWorker._give_worker_labels_to_flow_run",
     ),
 )
+SETTINGS_ENV_ONCE = Patch(
+    name="compute_settings_env_once",
+    prefect_versions=SpecifierSet(">=3.8,<3.9"),
+    replaces=("prefect.settings.models.root:Settings.to_environment_variables",),
+)
+# The variable Prefect's engine loads a run's flow from, instead of from its deployment.
+FLOW_ENTRYPOINT_ENV = "PREFECT__FLOW_ENTRYPOINT"
 CA_BUNDLE_ONCE = Patch(
     name="load_ca_bundle_once",
     prefect_versions=SpecifierSet(">=3.8,<3.9"),
@@ -308,6 +330,12 @@ def start_runs_in_zygote(command: str, run: Callable[..., Awaitable[Any]]) -> No
     cwd, ...) and must behave as it does: report the process as started, return once it ended.
     """
     targets = dict((attribute, owner) for owner, attribute in _require(RUN_IN_ZYGOTE))
+    if FLOW_ENTRYPOINT_ENV not in inspect.getsource(targets["load_flow"].load_flow):
+        raise PrefectPatchError(
+            f"start_runs_in_zygote relies on prefect.flow_engine.load_flow reading "
+            f"{FLOW_ENTRYPOINT_ENV}, which Prefect {_prefect_version()} no longer does: {_UPDATE} "
+            "(start_runs_in_zygote in deployments/prefect_patches.py)"
+        )
     module = targets["run_process"]
     original = module.run_process
     if getattr(original, "zygote_command", None) == command:
@@ -467,6 +495,32 @@ def load_ca_bundle_once() -> SslBuildingCaContextsOnce:
     for module, attribute in targets:
         setattr(module, attribute, shared)
     return shared
+
+
+def compute_settings_env_once(kept: int = 4) -> None:
+    """Keep `Settings.to_environment_variables` answers per settings object (idempotent).
+
+    The last `kept` (object, arguments) answers are kept, with a reference to their object so
+    that its id cannot be reused while its answer is; each caller gets its own copy.
+    """
+    ((owner, attribute),) = _require(SETTINGS_ENV_ONCE)
+    original = getattr(owner, attribute)
+    if getattr(original, "computes_once", False):
+        return
+    answers: dict[tuple[int, tuple[Any, ...]], tuple[object, dict[str, str]]] = {}
+
+    @functools.wraps(original)
+    def to_environment_variables(self: Any, *args: Any, **kwargs: Any) -> dict[str, str]:
+        key = (id(self), (*args, *sorted(kwargs.items())))
+        found = answers.get(key)
+        if found is None or found[0] is not self:
+            found = answers[key] = (self, original(self, *args, **kwargs))
+            while len(answers) > kept:
+                answers.pop(next(iter(answers)))
+        return dict(found[1])
+
+    to_environment_variables.computes_once = True  # type: ignore[attr-defined]
+    setattr(owner, attribute, to_environment_variables)
 
 
 def collect_garbage_off_the_loop(pause: float = 0.01, full_every: float = 10.0) -> threading.Thread:

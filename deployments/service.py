@@ -36,6 +36,7 @@ from sqlmodel import Session
 from db.crud import get_run_outcomes, outcome_totals
 from db.models import RunOutcome
 from deployments.errors import ScheduleExists, ScheduleNotFound, SpecError, prefixed
+from deployments.job_template import retry_variables
 from deployments.pipelines import FLOW_TO_PIPELINE, PIPELINES, Pipeline
 from deployments.prefect_api import count_runs, page_deployments, read_runs, upsert_deployment
 from deployments.prefect_schedules import to_prefect_schedule
@@ -45,7 +46,6 @@ from deployments.views import (
     RunView,
     ScheduleStats,
     ScheduleView,
-    retry_env,
     run_duration,
     run_view,
     schedule_view,
@@ -360,7 +360,7 @@ def deployment_fields(
         else [],
         "tags": sorted({*spec.tags, pipeline.tag}),
         "concurrency_limit": spec.concurrency_limit,
-        "job_variables": {"env": retry_env(spec)},
+        "job_variables": retry_variables(spec),
     }
     if spec.concurrency_limit:
         fields["concurrency_options"] = ConcurrencyOptions(

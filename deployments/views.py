@@ -16,14 +16,11 @@ from prefect.client.schemas.schedules import NoSchedule
 from pydantic import BaseModel, Field
 
 from db.models import RunOutcome
+from deployments.job_template import retries_of
 from deployments.pipelines import Pipeline
 from deployments.prefect_schedules import from_prefect_schedule, next_fire_times
-from deployments.spec import ScheduleSpec, SpecSettings, Timing
+from deployments.spec import ScheduleSpec, Timing
 
-# Prefect reads flow-level retry defaults from these when the flow decorator sets none;
-# a deployment passes them to its runs through the process worker's `env` job variable.
-RETRIES_ENV = "PREFECT_FLOWS_DEFAULT_RETRIES"
-RETRY_DELAY_ENV = "PREFECT_FLOWS_DEFAULT_RETRY_DELAY_SECONDS"
 NEXT_RUNS = 3
 
 
@@ -138,18 +135,13 @@ def schedules_active(deployment: DeploymentResponse) -> bool:
     return not deployment.schedules or any(s.active for s in deployment.schedules)
 
 
-def retry_env(spec: SpecSettings) -> dict[str, str]:
-    """The job variables' `env` that gives a deployment's runs the spec's flow retries."""
-    return {RETRIES_ENV: str(spec.retries), RETRY_DELAY_ENV: str(spec.retry_delay_seconds)}
-
-
 async def schedule_view(deployment: DeploymentResponse, pipeline: Pipeline) -> ScheduleView:
     """The schedule a deployment is, with the next times its schedule fires."""
     schedule = deployment.schedules[0] if deployment.schedules else None
     prefect_schedule = schedule.schedule if schedule else None
     if isinstance(prefect_schedule, NoSchedule):
         prefect_schedule = None
-    env = (deployment.job_variables or {}).get("env") or {}
+    retries, retry_delay_seconds = retries_of(deployment.job_variables)
     options = deployment.concurrency_options
     paused = deployment.paused or not schedules_active(deployment)
     limit = deployment.global_concurrency_limit
@@ -162,8 +154,8 @@ async def schedule_view(deployment: DeploymentResponse, pipeline: Pipeline) -> S
         parameters=deployment.parameters,
         paused=paused,
         tags=[t for t in deployment.tags if t != pipeline.tag],
-        retries=int(env.get(RETRIES_ENV, 0)),
-        retry_delay_seconds=int(env.get(RETRY_DELAY_ENV, 30)),
+        retries=retries,
+        retry_delay_seconds=retry_delay_seconds,
         concurrency_limit=limit.limit if limit else None,
         collision=options.collision_strategy.value.lower() if options else "enqueue",
         created=deployment.created,

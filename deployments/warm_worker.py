@@ -38,9 +38,15 @@ from typing import Any
 import anyio
 import anyio.abc
 from prefect.client.schemas.objects import FlowRun
-from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
+from prefect.settings import get_current_settings
+from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
 
-from deployments.prefect_patches import start_runs_in_zygote
+from deployments.job_template import LOCKED, default_job_env, locked_job_template
+from deployments.prefect_patches import (
+    FLOW_ENTRYPOINT_ENV,
+    compute_settings_env_once,
+    start_runs_in_zygote,
+)
 from settings import PROJECT_DIR
 
 WORKER_TYPE = "warm-process"
@@ -50,6 +56,81 @@ WARM_ENGINE = "scheduled-pipelines-warm-engine"
 WATCHED = ("flows", "blocks", "db", "settings.py")
 # What a zygote that died under a running child reports for it (multiprocessing's choice).
 LOST_EXIT_CODE = 255
+# The one pull step a run of the zygote's code may have: start in the project folder.
+SET_WORKING_DIRECTORY = "prefect.deployments.steps.set_working_directory"
+
+
+def zygote_entrypoint(
+    entrypoint: str | None, pull_steps: Sequence[dict[str, Any]] | None, root: Path = PROJECT_DIR
+) -> str | None:
+    """The module entrypoint of a deployment whose flow the zygote has imported, else None.
+
+    A run normally loads its flow by reading its deployment again and running its pull steps
+    (~60 ms before Running, in every run). A deployment of a flow under `flows/` of this
+    project, with no pull steps or only "start in the project folder", needs neither: the
+    zygote imported that module, and the worker starts the run in that folder. Its
+    entrypoint, as `flows.module:flow` (from `flows.module.flow`, `flows.module:flow` or the
+    file path `flows/module.py:flow` relative to the project), goes to the run in Prefect's
+    PREFECT__FLOW_ENTRYPOINT, which its engine loads instead. Any other deployment (code
+    from storage, other pull steps, a file outside `flows/`) loads as Prefect loads it.
+    """
+    if not entrypoint:
+        return None
+    for step in pull_steps or ():
+        (name, arguments), *others = step.items()
+        directory = (arguments or {}).get("directory") if name == SET_WORKING_DIRECTORY else None
+        if others or not isinstance(directory, str) or "{{" in directory:
+            return None
+        if Path(directory).resolve() != root.resolve():
+            return None
+    if ".py:" in entrypoint:
+        path, _, name = entrypoint.rpartition(":")
+        file = (root / path).resolve()
+        if file.parent != (root / "flows").resolve() or not name.isidentifier():
+            return None
+        module = f"flows.{file.stem}"
+    else:
+        module, _, name = (
+            entrypoint.rpartition(":") if ":" in entrypoint else entrypoint.rpartition(".")
+        )
+    if not module.startswith("flows.") or not all(p.isidentifier() for p in module.split(".")):
+        return None
+    return f"{module}:{name}" if name.isidentifier() else None
+
+
+class WarmProcessJobConfiguration(ProcessJobConfiguration):
+    """A process job that always runs the warm engine, in the folder its flow needs.
+
+    Prefect's process job runs the template's `command`; ours is always the warm engine (a
+    fork of the zygote), whatever a template, deployment or run says, and its environment and
+    folder are never a deployment's or a run's choice. When the zygote has the
+    flow's code, its entrypoint is handed over (`zygote_entrypoint`), so the run does not
+    read its deployment again nor run its pull steps.
+    """
+
+    @classmethod
+    async def from_template_and_values(
+        cls, base_job_template: dict[str, Any], values: dict[str, Any], client: Any = None
+    ) -> Any:
+        """Prefect's job from a template and variables, without the variables that would
+        choose what is executed (`command`, `env`, `working_dir`, `env.X`): Prefect merges a
+        variable `env` into the job's environment even when the template does not use it,
+        and its server lets a deployment PATCH store any variable (deployments/job_template.py).
+        """
+        allowed = {k: v for k, v in values.items() if k.split(".")[0] not in LOCKED}
+        return await super().from_template_and_values(base_job_template, allowed, client=client)
+
+    def prepare_for_flow_run(
+        self, flow_run: FlowRun, deployment: Any = None, *args: Any, **kwargs: Any
+    ) -> None:
+        super().prepare_for_flow_run(flow_run, deployment, *args, **kwargs)
+        self.command = WARM_ENGINE
+        self._command_configured = True
+        entrypoint = deployment and zygote_entrypoint(deployment.entrypoint, deployment.pull_steps)
+        if entrypoint:
+            self.env[FLOW_ENTRYPOINT_ENV] = entrypoint
+            if deployment.pull_steps:  # the step it would have run: start in the project
+                self.working_dir = PROJECT_DIR
 
 
 def source_stamp(root: Path = PROJECT_DIR) -> tuple[tuple[str, int], ...]:
@@ -63,14 +144,28 @@ def source_stamp(root: Path = PROJECT_DIR) -> tuple[tuple[str, int], ...]:
 
 
 def zygote_env() -> dict[str, str]:
-    """The zygote's environment: the worker's, with glibc's malloc kept to two arenas.
+    """The zygote's environment: the worker's, with its Prefect settings as its runs get them
+    and glibc's malloc kept to two arenas.
+
+    Prefect's process worker gives each run its own settings as environment variables
+    (`Settings.to_environment_variables`: `False` where the worker's environment may say
+    `false`, settings it was given by its profile). The zygote gets the same, so a run whose
+    job adds no setting of its own has exactly the zygote's settings and need not compute
+    them again (zygote.run_engine). So do the retry settings our job template gives a run
+    by default.
 
     glibc gives each thread that allocates its own arena (up to 8 per core), and a flow run
     has several threads (its event loop, log and event workers, the control listener): each
     arena's first pages are private memory in every run. Children inherit the zygote's malloc
     settings, read once when it started (`MALLOC_ARENA_MAX`, unless set already).
     """
-    return {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+    settings = get_current_settings().to_environment_variables(exclude_unset=True)
+    return {
+        **os.environ,
+        **default_job_env(),  # what the pool's template gives a run that sets no variable
+        **settings,
+        "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
+    }
 
 
 class ForkedRun:
@@ -239,39 +334,55 @@ class WarmProcessWorker(ProcessWorker):
     """Prefect's process worker whose flow runs are forks of a warm zygote."""
 
     type = WORKER_TYPE
+    job_configuration = WarmProcessJobConfiguration
     _display_name = "Warm process"
     _description = (
         "Execute flow runs as forks of a warm parent that has imported Prefect and the "
         "project's flows: each run is its own process, started in milliseconds."
     )
 
+    @classmethod
+    def get_default_base_job_template(cls) -> dict[str, Any]:
+        """The locked template (deployments/job_template.py) with the warm engine's command,
+        for `prefect work-pool create --type warm-process` as for our own pools."""
+        return locked_job_template(WARM_ENGINE)
+
     async def setup(self) -> None:
+        self._label_writes: set[asyncio.Task[None]] = set()
         start_runs_in_zygote(WARM_ENGINE, run_in_zygote)
+        compute_settings_env_once()
         await super().setup()
         await ZYGOTES.current()  # warm before the first run is due
         assert self._runs_task_group is not None
         self._events_scope = anyio.CancelScope()
         self._runs_task_group.start_soon(self._submit_on_scheduled_events)
 
+    async def _give_worker_labels_to_flow_run(self, flow_run_id: Any) -> None:
+        """Prefect's label write, off the run's start: the run starts while it is written.
+
+        The labels (worker and pool names) say who ran it; nothing in the run waits on them.
+        A failed write is logged instead of failing the submission.
+        """
+        parent = super()._give_worker_labels_to_flow_run
+
+        async def write() -> None:
+            try:
+                await parent(flow_run_id)
+            except Exception:
+                self._logger.warning("Could not label flow run %s", flow_run_id, exc_info=True)
+
+        task = asyncio.create_task(write())
+        self._label_writes.add(task)
+        task.add_done_callback(self._label_writes.discard)
+
     async def teardown(self, *exc_info: Any) -> None:
         # The events listener runs in the runs' task group, which teardown waits for.
         self._events_scope.cancel()
+        await asyncio.gather(*self._label_writes, return_exceptions=True)
         try:
             await super().teardown(*exc_info)
         finally:
             await ZYGOTES.aclose()
-
-    async def run(
-        self,
-        flow_run: FlowRun,
-        configuration: ProcessJobConfiguration,
-        task_status: anyio.abc.TaskStatus[int] | None = None,
-    ) -> ProcessWorkerResult:
-        # The run's process is always the warm engine: a template or a run cannot make this
-        # worker execute another command.
-        configuration.command = WARM_ENGINE
-        configuration._command_configured = True
-        return await super().run(flow_run, configuration, task_status)
 
     async def _submit_on_scheduled_events(self) -> None:
         """Poll at once when Prefect says a run was scheduled in this pool (else: the loop)."""

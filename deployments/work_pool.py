@@ -2,36 +2,65 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 from typing import Any
 
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolCreate, WorkPoolUpdate
+from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+from prefect.client.schemas.sorting import DeploymentSort
 from prefect.exceptions import ObjectNotFound
-from prefect.workers.process import ProcessWorker
 
+from deployments.job_template import locked_job_template, locked_job_variables
+from deployments.prefect_api import PREFECT_PAGE
 from deployments.warm_worker import WORKER_TYPE, WarmProcessWorker
 from settings import get_settings
 
+logger = logging.getLogger(__name__)
 
-def process_job_template(flow_run_command: str | None) -> dict[str, Any]:
-    """The process worker's job template, with the command each flow run starts with.
 
-    Without a command, Prefect 3.8's process worker starts a workspace supervisor process
-    that imports Prefect and then execs the engine, which imports it again: two imports
-    (2-4 s of CPU each here) before a flow starts. With the engine command set, the worker
-    resolves the flow itself and starts one process per run.
+def job_template(worker_type: str, flow_run_command: str) -> dict[str, Any]:
+    """The base job template of a pool for `worker_type` (our warm worker or Prefect's).
+
+    Both are locked (deployments/job_template.py). The stock worker's runs execute
+    `flow_run_command`: without a command, Prefect 3.8's process worker starts a workspace
+    supervisor process that imports Prefect and then execs the engine, which imports it
+    again: two imports (2-4 s of CPU each here) before a flow starts. With the engine command
+    set, the worker resolves the flow itself and starts one process per run.
     """
-    template = ProcessWorker.get_default_base_job_template()
-    if flow_run_command:
-        template["variables"]["properties"]["command"]["default"] = flow_run_command
-    return template
-
-
-def job_template(worker_type: str, flow_run_command: str | None) -> dict[str, Any]:
-    """The base job template of a pool for `worker_type` (our warm worker or Prefect's)."""
     if worker_type == WORKER_TYPE:
         return WarmProcessWorker.get_default_base_job_template()
-    return process_job_template(flow_run_command)
+    return locked_job_template(flow_run_command)
+
+
+async def lock_job_variables(client: PrefectClient, pool_name: str) -> list[str]:
+    """Rewrite the job variables of the pool's deployments made before the template was
+    locked (retries out of `env`, variables it no longer has dropped); their names."""
+    rewritten: list[str] = []
+    for offset in itertools.count(0, PREFECT_PAGE):
+        page = await client.read_deployments(
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool_name])),
+            sort=DeploymentSort.NAME_ASC,
+            limit=PREFECT_PAGE,
+            offset=offset,
+        )
+        for deployment in page:
+            variables = locked_job_variables(deployment.job_variables)
+            if variables is not None:
+                update = DeploymentUpdate(job_variables=variables)
+                await client.update_deployment(deployment.id, update)
+                rewritten.append(deployment.name)
+        if len(page) < PREFECT_PAGE:
+            break
+    if rewritten:
+        logger.warning(
+            "Job variables of %d deployment(s) rewritten for the locked job template "
+            "(retries kept, command/env/working_dir dropped): %s",
+            len(rewritten),
+            ", ".join(rewritten),
+        )
+    return rewritten
 
 
 async def ensure_work_pool(
@@ -71,3 +100,4 @@ async def ensure_work_pool(
             name,
             WorkPoolUpdate(concurrency_limit=concurrency_limit, base_job_template=template),
         )
+    await lock_job_variables(client, name)

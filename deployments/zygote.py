@@ -118,14 +118,48 @@ def warm_up() -> dict[str, int]:
     return {"models": rebuilt}
 
 
-def run_engine(env: dict[str, str], cwd: str | None) -> NoReturn:
+# Files in the working folder Prefect reads settings from, and what of each it reads.
+SETTINGS_FILES = {".env": "PREFECT_", "prefect.toml": "", "pyproject.toml": "[tool.prefect"}
+
+
+def settings_inputs(env: dict[str, str], cwd: str) -> tuple[Any, ...]:
+    """What Prefect computes its settings from, in an environment and working folder.
+
+    Its `PREFECT_` variables (not the `PREFECT__` ones, which describe a run, not settings),
+    its profiles file, and the files in the folder it reads (`.env`, `prefect.toml`,
+    `pyproject.toml`) when they hold any Prefect setting. Equal inputs give equal settings.
+    """
+    variables = sorted(
+        (k, v) for k, v in env.items() if k.startswith("PREFECT_") and not k.startswith("PREFECT__")
+    )
+    files: list[tuple[str, str]] = []
+    for name, marker in SETTINGS_FILES.items():
+        try:
+            with open(os.path.join(cwd, name), encoding="utf-8", errors="replace") as file:
+                text = file.read()
+        except OSError:
+            continue
+        if marker in text:
+            files.append((name, text))
+    profiles = env.get("PREFECT_PROFILES_PATH") or os.path.join(
+        env.get("PREFECT_HOME") or os.path.expanduser("~/.prefect"), "profiles.toml"
+    )
+    try:
+        stat = os.stat(profiles)
+        profile: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        profile = None
+    return (tuple(variables), tuple(files), profile)
+
+
+def run_engine(env: dict[str, str], cwd: str | None, warm: tuple[Any, ...] | None) -> NoReturn:
     """In a forked child: become `python -m prefect.engine` in `env` and `cwd`, then exit.
 
-    Prefect read its settings when the zygote imported it; they are read again from this
-    run's environment (its flow run id, the deployment's job variables) before the engine
-    starts, and our flow modules are imported again in it if those settings differ. Exit
-    handlers run as at a normal interpreter exit (Prefect drains its log and event workers in
-    them).
+    Prefect read its settings when the zygote imported it. A run whose settings inputs are
+    the zygote's (`warm`: a job that sets no Prefect setting of its own) keeps them; any
+    other run reads them again from its environment (~50-100 ms), and our flow modules are
+    imported again if they differ. Exit handlers run as at a normal interpreter exit (Prefect
+    drains its log and event workers in them).
     """
     code = 1
     try:
@@ -137,7 +171,8 @@ def run_engine(env: dict[str, str], cwd: str | None) -> NoReturn:
         from prefect.settings import get_current_settings
 
         imported_with = get_current_settings()
-        refresh_global_settings_context()
+        if settings_inputs(env, os.getcwd()) != warm:
+            refresh_global_settings_context()
         if get_current_settings() != imported_with:
             # The flow modules run again (their third-party imports stay warm): a flow
             # decorator reads settings such as PREFECT_FLOWS_DEFAULT_RETRIES, which a
@@ -168,8 +203,9 @@ def run_engine(env: dict[str, str], cwd: str | None) -> NoReturn:
 class Zygote:
     """The serving loop: fork on request, reap and report exits."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, settings: tuple[Any, ...] | None = None):
         self.sock = sock
+        self.settings = settings  # settings_inputs() of the zygote, which its runs may share
         self.children: set[int] = set()
         self.pending = b""
         self.open = True
@@ -212,7 +248,7 @@ class Zygote:
             pid = os.fork()
             if pid == 0:
                 self.become_child()
-                run_engine(request["env"], request.get("cwd"))
+                run_engine(request["env"], request.get("cwd"), self.settings)
             self.children.add(pid)
             self.send({"run": request["run"], "pid": pid})
 
@@ -242,11 +278,12 @@ class Zygote:
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    settings = settings_inputs(dict(os.environ), os.getcwd())  # what Prefect's import reads
     modules = preload()
     warmed = warm_up()
     gc.collect()
     gc.freeze()  # the children share these pages: the collector leaves them untouched
-    zygote = Zygote(sock)
+    zygote = Zygote(sock, settings)
     zygote.send({"ready": os.getpid(), "modules": len(modules), **warmed})
     zygote.serve()
 

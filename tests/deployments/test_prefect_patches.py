@@ -35,6 +35,7 @@ from deployments.prefect_patches import (
     PrefectPatchError,
     cache_schedule_checks,
     collect_garbage_off_the_loop,
+    compute_settings_env_once,
     install_server_fixes,
     limit_only_http_requests,
     load_ca_bundle_once,
@@ -140,6 +141,33 @@ def test_prefect_clients_parse_a_ca_bundle_once(
     first, second = (client_tls(client) for client in insecure)
     assert first is not second and first.verify_mode == ssl.CERT_NONE
     assert shared.verify_mode == ssl.CERT_REQUIRED  # the shared one untouched
+
+
+def test_settings_become_environment_variables_once_per_settings_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect.settings import Settings, get_current_settings
+
+    calls: list[object] = []
+    original = Settings.to_environment_variables
+
+    def counted(self: Settings, *args: Any, **kwargs: Any) -> dict[str, str]:
+        calls.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Settings, "to_environment_variables", counted)  # Prefect's back after
+    compute_settings_env_once()
+    compute_settings_env_once()  # installed once
+    settings = get_current_settings()
+    first = settings.to_environment_variables(exclude_unset=True)
+    first["PREFECT_API_URL"] = "changed by a caller"
+    again = settings.to_environment_variables(exclude_unset=True)
+    assert calls == [settings]
+    assert again == original(settings, exclude_unset=True)  # each caller its own copy
+    settings.to_environment_variables()  # other arguments: computed
+    other = settings.model_copy(deep=True)
+    other.to_environment_variables(exclude_unset=True)  # another object: computed
+    assert calls == [settings, settings, other]
 
 
 def test_websockets_do_not_use_up_the_sqlite_request_limit() -> None:
@@ -367,6 +395,7 @@ def assert_nothing_patched(stand_ins: dict[str, Callable[..., object]], gc_was: 
         "load_ca_bundle_once",
         "limit_only_http_requests",
         "collect_garbage_off_the_loop",
+        "compute_settings_env_once",
     ],
 )
 def test_each_fix_refuses_a_prefect_outside_its_versions_and_patches_nothing(

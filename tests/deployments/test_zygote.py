@@ -11,6 +11,7 @@ import signal
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,34 @@ def test_a_zygote_that_dies_reports_its_running_children_lost(silent_api: str) -
             await zygote.aclose()
 
     assert asyncio.run(scene()) == LOST_EXIT_CODE
+
+
+def test_a_run_shares_the_zygotes_settings_only_when_their_inputs_are_the_same(
+    tmp_path: Path,
+) -> None:
+    from deployments.zygote import settings_inputs
+
+    home, run = tmp_path / "home", tmp_path / "run"
+    home.mkdir()
+    run.mkdir()
+    (home / "pyproject.toml").write_text("[project]\nname = 'x'\n")  # no Prefect settings
+    env = {"PREFECT_API_URL": "http://127.0.0.1:1/api", "PATH": "/bin", "PREFECT_HOME": str(home)}
+    zygote = settings_inputs(env, str(home))
+    # What describes the run, not Prefect's settings, may differ.
+    run_env = {**env, "PREFECT__FLOW_RUN_ID": "x", "PREFECT__FLOW_ENTRYPOINT": "m:f", "PATH": "/"}
+    assert settings_inputs(run_env, str(run)) == zygote
+    assert settings_inputs({**run_env, "PREFECT_FLOWS_DEFAULT_RETRIES": "2"}, str(run)) != zygote
+    assert (
+        settings_inputs({k: v for k, v in env.items() if k != "PREFECT_API_URL"}, str(run))
+        != zygote
+    )
+    (run / ".env").write_text("SP_OTHER=1\n")  # read by Prefect only for its own variables
+    assert settings_inputs(run_env, str(run)) == zygote
+    (run / ".env").write_text("PREFECT_LOGGING_LEVEL=DEBUG\n")
+    assert settings_inputs(run_env, str(run)) != zygote
+    (run / ".env").unlink()
+    (run / "pyproject.toml").write_text("[tool.prefect]\nlogging.level = 'DEBUG'\n")
+    assert settings_inputs(run_env, str(run)) != zygote
+    (run / "pyproject.toml").unlink()
+    (home / "profiles.toml").write_text("active = 'default'\n")  # a profile written since
+    assert settings_inputs(run_env, str(run)) != zygote
