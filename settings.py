@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     crew_schedule_name: str = "crew-scheduler"
     crew_scheduler_interval_minutes: int = Field(default=60, ge=1)
 
+    # A request of our API not answered within this gets 503 + Retry-After (api/deadline.py).
+    request_deadline_seconds: float = Field(default=15.0, gt=0)
+    # The /demo routes (a price feed and crew API for the offline example); `make run` turns
+    # them on, a production API leaves them off.
+    demo_routes: bool = False
+
     # Ceiling for one page of a list route.
     max_page_size: int = Field(default=500, ge=1)
 

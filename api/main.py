@@ -6,17 +6,35 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from prefect import get_client
 from prefect.exceptions import PrefectHTTPStatusError
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
+from starlette.types import Scope
 
+from api.deadline import Deadline, unavailable
 from api.deps import require_api_key
 from api.routes import crew, demo, health, jobs, records, runs, schedules
+from api.security import LoopbackOnlyWithoutKeys
 from db.engine import get_engine
-from deployments.errors import ScheduleExists, ScheduleNotFound, SpecError
+from deployments.errors import IdempotencyConflict, ScheduleExists, ScheduleNotFound, SpecError
 from deployments.prefect_patches import install_client_fixes
+from flows.http import describe_error
+from settings import Settings, get_settings
+
+
+def _settings(scope: Scope) -> Settings:
+    """The settings the app's routes see (tests override them), for its middleware."""
+    overrides = getattr(scope.get("app"), "dependency_overrides", {})
+    settings: Settings = overrides.get(get_settings, get_settings)()
+    return settings
+
+
+def _keys_configured(scope: Scope) -> bool:
+    return bool(_settings(scope).api_key_list)
 
 
 def create_app(engine: Engine | None = None) -> FastAPI:
@@ -27,7 +45,10 @@ def create_app(engine: Engine | None = None) -> FastAPI:
         install_client_fixes()  # schedule checks cached, cron planned by Debian cron's rules
         app.state.engine = engine or get_engine()
         app.state.prefect_writes = asyncio.Semaphore(4)
-        async with get_client() as client:
+        # Prefect calls fail fast enough for the request deadline (api/deadline.py).
+        async with get_client(
+            httpx_settings={"timeout": httpx.Timeout(10.0, connect=3.0)}
+        ) as client:
             app.state.prefect_client = client
             yield
 
@@ -36,9 +57,12 @@ def create_app(engine: Engine | None = None) -> FastAPI:
         summary="Scheduled data pipelines and service jobs on Prefect 3.",
         lifespan=lifespan,
     )
+    app.add_middleware(Deadline, seconds=lambda scope: _settings(scope).request_deadline_seconds)
+    app.add_middleware(LoopbackOnlyWithoutKeys, keys_configured=_keys_configured)
     secured = [Depends(require_api_key)]
     app.include_router(health.router)
-    app.include_router(demo.router)
+    if get_settings().demo_routes:  # DEMO_ROUTES: `make run`'s offline example, off otherwise
+        app.include_router(demo.router)
     for router in (schedules.router, runs.router, records.router, jobs.router, crew.router):
         app.include_router(router, dependencies=secured)
 
@@ -54,6 +78,20 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     @app.exception_handler(ScheduleExists)
     async def _exists(_request: Request, exc: ScheduleExists) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(IdempotencyConflict)
+    async def _key_reused(_request: Request, exc: IdempotencyConflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(httpx.TransportError)
+    async def _prefect_unreachable(_request: Request, exc: httpx.TransportError) -> JSONResponse:
+        return unavailable(f"Prefect API unreachable ({type(exc).__name__}); try again")
+
+    @app.exception_handler(sa_exc.OperationalError)
+    @app.exception_handler(sa_exc.InterfaceError)
+    async def _database_unavailable(_request: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
+        # The driver's first line only (describe_error): never the statement or its data.
+        return unavailable(f"our database is unavailable: {describe_error(exc)}")
 
     @app.exception_handler(PrefectHTTPStatusError)
     async def _prefect_unavailable(_request: Request, exc: PrefectHTTPStatusError) -> JSONResponse:

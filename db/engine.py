@@ -23,16 +23,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_db_engine(url: str) -> Engine:
-    """An engine for `url` with the settings we rely on (SQLite: WAL, file folder created)."""
+    """An engine for `url` with the settings we rely on (SQLite: WAL, file folder created).
+
+    Its errors never show a statement's parameters (`hide_parameters`): they are the records
+    being stored, and errors end up in logs and in Prefect's run states.
+    """
     url = normalise_database_url(url)
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 @lru_cache(maxsize=16)

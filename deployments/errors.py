@@ -43,3 +43,14 @@ class ScheduleExists(ValueError):
     def __init__(self, name: str, message: str | None = None):
         super().__init__(message or f"schedule {name!r} already exists")
         self.name = name
+
+
+class IdempotencyConflict(ValueError):
+    """An Idempotency-Key seen before, with other parameters than its first request's."""
+
+    def __init__(self, key: str):
+        super().__init__(
+            f"Idempotency-Key {key!r} was used for a run with other parameters; "
+            "use a new key for a different request"
+        )
+        self.key = key

@@ -33,8 +33,9 @@ _FLOW_IDS: dict[tuple[str, str], uuid.UUID] = {}
 
 async def page_deployments(
     client: PrefectClient, body: dict[str, Any], limit: int, offset: int
-) -> tuple[list[DeploymentResponse], int]:
-    """A page of deployments by name for a filter `body`, and the filter's total.
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of deployments by name for a filter `body`, as Prefect's JSON (each parsed by
+    the caller, so one unreadable deployment spoils only itself), and the filter's total.
 
     One call (`/deployments/paginate`, page and total) when `offset` is a whole number of
     pages no larger than Prefect's (200); else filters of at most 200 and one count at once,
@@ -67,7 +68,7 @@ async def page_deployments(
             *parts, client.request("POST", "/deployments/count", json=body)
         )
         found, total = [d for page in pages for d in page.json()], count.json()
-    return [DeploymentResponse.model_validate(d) for d in found], int(total)
+    return list(found), int(total)
 
 
 async def upsert_deployment(

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
+import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prefect.client.orchestration import PrefectClient
@@ -27,7 +30,8 @@ from prefect.client.schemas.objects import (
     StateType,
 )
 from prefect.client.schemas.responses import DeploymentResponse
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.settings import get_current_settings
 from prefect.states import Scheduled
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Engine
@@ -35,7 +39,14 @@ from sqlmodel import Session
 
 from db.crud import get_run_outcomes, outcome_totals
 from db.models import RunOutcome
-from deployments.errors import ScheduleExists, ScheduleNotFound, SpecError, prefixed
+from deployments.errors import (
+    IdempotencyConflict,
+    ScheduleExists,
+    ScheduleNotFound,
+    SpecError,
+    field_error,
+    prefixed,
+)
 from deployments.job_template import retry_variables
 from deployments.pipelines import FLOW_TO_PIPELINE, PIPELINES, Pipeline
 from deployments.prefect_api import count_runs, page_deployments, read_runs, upsert_deployment
@@ -46,12 +57,14 @@ from deployments.views import (
     RunView,
     ScheduleStats,
     ScheduleView,
+    Unreadable,
     run_duration,
     run_view,
     schedule_view,
     schedules_active,
     spec_of,
 )
+from flows.http import describe_error
 
 FINISHED: list[StateType] = [
     StateType.COMPLETED,
@@ -60,6 +73,18 @@ FINISHED: list[StateType] = [
     StateType.CANCELLED,
 ]
 NOT_SCHEDULED: list[StateType] = [t for t in StateType if t != StateType.SCHEDULED]
+logger = logging.getLogger(__name__)
+# The deployment id and pipeline of each schedule run-now was asked for, per Prefect API and
+# scope: a deployment's id never changes; a deleted one answers 404 and is read again.
+_RUN_TARGETS: dict[tuple[str, str, str | None], tuple[uuid.UUID, str]] = {}
+
+
+def parameters_digest(parameters: dict[str, Any] | None) -> str:
+    """A short fingerprint of a run-now's parameter overrides (none: the same as {})."""
+    canonical = json.dumps(parameters or {}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
 STATS_WINDOW = 1000
 # A change given as a function of the schedule's current spec (e.g. "keep its time zone").
 PatchOf = Callable[[ScheduleSpec], SchedulePatch]
@@ -154,11 +179,12 @@ class ScheduleService:
         tag: str | None = None,
         limit: int = 50,
         offset: int = 0,
-    ) -> tuple[list[ScheduleView], int]:
-        """A page of schedules (by name) and the total for the filter."""
+    ) -> tuple[list[ScheduleView], int, list[Unreadable]]:
+        """A page of schedules (by name), the total for the filter, and the deployments of
+        the page that could not be read as schedules (each logged; the rest are listed)."""
         pipeline = pipeline or self.pipeline
         if pipeline is not None and pipeline not in PIPELINES:
-            return [], 0
+            return [], 0, []
         flows = [PIPELINES[pipeline].flow_name] if pipeline else list(FLOW_TO_PIPELINE)
         deployments_filter: dict[str, Any] = {}
         if paused is not None:
@@ -166,9 +192,18 @@ class ScheduleService:
         if tag is not None:
             deployments_filter["tags"] = {"all_": [tag]}
         body = {"flows": {"name": {"any_": flows}}, "deployments": deployments_filter or None}
-        deployments, total = await page_deployments(self.client, body, limit, offset)
-        views = [await schedule_view(d, pipeline_of(d)) for d in deployments]
-        return views, total
+        found, total = await page_deployments(self.client, body, limit, offset)
+        views: list[ScheduleView] = []
+        unreadable: list[Unreadable] = []
+        for item in found:
+            try:
+                deployment = DeploymentResponse.model_validate(item)
+                views.append(await schedule_view(deployment, pipeline_of(deployment)))
+            except Exception as exc:  # one broken deployment must not hide the others
+                name = str(item.get("name", item.get("id", "?")))
+                logger.warning("Deployment %r is not a readable schedule: %s", name, exc)
+                unreadable.append(Unreadable(name=name, error=describe_error(exc)))
+        return views, total, unreadable
 
     # -- changing ---------------------------------------------------------------------------
 
@@ -226,21 +261,35 @@ class ScheduleService:
             )
         return await schedule_view(deployment, pipeline)
 
+    @contextlib.contextmanager
+    def _gone_is_not_found(self, name: str) -> Iterator[None]:
+        """A deployment deleted between our read and our write (a racing DELETE) is a 404."""
+        try:
+            yield
+        except ObjectNotFound:
+            raise ScheduleNotFound(name, self.noun) from None
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code == 404:
+                raise ScheduleNotFound(name, self.noun) from None
+            raise
+
     async def pause(self, name: str) -> ScheduleView:
         """Pause: Prefect stops scheduling and deletes the future scheduled runs. Idempotent."""
         deployment, _ = await self._get(name)
-        await self.client.pause_deployment(deployment.id)
+        with self._gone_is_not_found(name):
+            await self.client.pause_deployment(deployment.id)
         return await self.get(name)
 
     async def resume(self, name: str) -> ScheduleView:
         """Resume: Prefect schedules the next runs again. Idempotent."""
         deployment, _ = await self._get(name)
-        await self.client.resume_deployment(deployment.id)
-        for schedule in deployment.schedules:
-            if not schedule.active:
-                await self.client.update_deployment_schedule(
-                    deployment.id, schedule.id, active=True
-                )
+        with self._gone_is_not_found(name):
+            await self.client.resume_deployment(deployment.id)
+            for schedule in deployment.schedules:
+                if not schedule.active:
+                    await self.client.update_deployment_schedule(
+                        deployment.id, schedule.id, active=True
+                    )
         return await self.get(name)
 
     async def run_now(
@@ -251,30 +300,52 @@ class ScheduleService:
     ) -> uuid.UUID:
         """Start a run now, with `parameters` merged over the schedule's own (validated).
 
-        With an idempotency key, a repeated request (a client retrying after a timeout or a
-        503) gets the run the first one created instead of a second run.
+        Without parameters it is one Prefect call once this process has seen the schedule
+        (its deployment id is kept; Prefect gives the run the deployment's parameters, which
+        were validated when they were set). With an idempotency key, a repeated request (a
+        client retrying after a timeout or a 503) gets the run the first one created, not a
+        second one; the same key with other parameters is refused (IdempotencyConflict).
         """
-        deployment, pipeline = await self._get(name)
-        params = _parameters(pipeline, deep_merge(deployment.parameters, parameters or {}))
-        async with self.writes:
-            run = await self.client.create_flow_run_from_deployment(
-                deployment.id,
-                parameters=params.model_dump(mode="json", exclude_none=True),
-                state=Scheduled(),
-                tags=["trigger:manual"],
-                idempotency_key=f"run-now:{deployment.id}:{idempotency_key}"
-                if idempotency_key
-                else None,
+        target = None if parameters else _RUN_TARGETS.get(self._target_key(name))
+        if target is None:
+            deployment, pipeline = await self._get(name)
+            merged = deep_merge(deployment.parameters, parameters or {})
+            sent: dict[str, Any] | None = _parameters(pipeline, merged).model_dump(
+                mode="json", exclude_none=True
             )
+            target = (deployment.id, pipeline.name)
+            _RUN_TARGETS[self._target_key(name)] = target
+        else:
+            sent = None  # the deployment's own
+        asked = f"params:{parameters_digest(parameters)}"
+        try:
+            async with self.writes:
+                run = await self.client.create_flow_run_from_deployment(
+                    target[0],
+                    parameters=sent,
+                    state=Scheduled(),
+                    tags=["trigger:manual", asked],
+                    idempotency_key=f"run-now:{target[0]}:{idempotency_key}"
+                    if idempotency_key
+                    else None,
+                )
+        except (ObjectNotFound, PrefectHTTPStatusError) as exc:
+            gone = isinstance(exc, ObjectNotFound) or exc.response.status_code == 404
+            if not gone or _RUN_TARGETS.pop(self._target_key(name), None) is None:
+                raise
+            return await self.run_now(name, parameters, idempotency_key)  # deleted since: read
+        if idempotency_key and asked not in (run.tags or []):
+            raise IdempotencyConflict(idempotency_key)
         return run.id
+
+    def _target_key(self, name: str) -> tuple[str, str, str | None]:
+        return (str(self.client.api_url), name, self.pipeline)
 
     async def delete(self, name: str) -> None:
         """Delete the deployment (and its scheduled runs); domain results stay."""
         deployment, _ = await self._get(name)
-        try:
+        with self._gone_is_not_found(name):
             await self.client.delete_deployment(deployment.id)
-        except ObjectNotFound:
-            raise ScheduleNotFound(name, self.noun) from None
 
     # -- history ----------------------------------------------------------------------------
 
@@ -370,8 +441,18 @@ def deployment_fields(
 
 
 def _parameters(pipeline: Pipeline, parameters: dict[str, Any]) -> BaseModel:
-    """The pipeline's parameter model of `parameters`; SpecError names every bad field."""
+    """The pipeline's parameter model of `parameters`; SpecError names every bad field.
+
+    Parameters larger than Prefect stores (PREFECT_SERVER_API_MAX_PARAMETER_SIZE, 512 KiB by
+    default, as JSON) are refused here too: Prefect would refuse them on every retry.
+    """
     try:
-        return pipeline.parameters.model_validate(parameters)
+        model = pipeline.parameters.model_validate(parameters)
     except ValidationError as exc:
         raise SpecError(prefixed(exc.errors(), "parameters")) from None
+    limit = get_current_settings().server.api.max_parameter_size
+    size = len(json.dumps(model.model_dump(mode="json", exclude_none=True)).encode())
+    if limit and size > limit:
+        message = f"{size} bytes as JSON; Prefect stores at most {limit}"
+        raise SpecError([field_error(("parameters",), message)])
+    return model

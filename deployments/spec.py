@@ -83,18 +83,49 @@ class CronTiming(_Strict):
     timezone: TimeZone = "UTC"
 
 
+# The instants a schedule may name (an anchor, a one-off run): Prefect's schedule maths and
+# the time-zone database work within these, in every zone (0001-01-01 in America/New_York is
+# before any UTC offset Prefect can apply, and failed only once Prefect had the deployment).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+# A period Prefect's scheduler can add to a date and store (about 100 years at most).
+MAX_PERIOD = timedelta(days=36_600)
+
+
+def in_schedule_range(value: datetime, timezone: str) -> datetime:
+    """`value` (a naive one read in `timezone`) when its instant is in EARLIEST..LATEST."""
+    try:
+        when = aware(value, timezone).astimezone(UTC)
+    except (OverflowError, ValueError):
+        when = None
+    if when is None or not EARLIEST <= when < LATEST:
+        raise ValueError(
+            f"{value.isoformat()} is out of range: give a time from "
+            f"{EARLIEST.date()} to {LATEST.date()} (UTC)"
+        )
+    return value
+
+
 class IntervalTiming(_Strict):
     type: Literal["interval"] = "interval"
-    every_seconds: float | None = Field(default=None, gt=0)
-    every_minutes: float | None = Field(default=None, gt=0)
-    anchor: datetime | None = Field(default=None, description="A start the runs align to")
+    every_seconds: float | None = Field(default=None, gt=0, le=MAX_PERIOD.total_seconds())
+    every_minutes: float | None = Field(default=None, gt=0, le=MAX_PERIOD.total_seconds() / 60)
     timezone: TimeZone = "UTC"
+    anchor: datetime | None = Field(default=None, description="A start the runs align to")
 
     @model_validator(mode="after")
     def _one_period(self) -> IntervalTiming:
         if (self.every_seconds is None) == (self.every_minutes is None):
             raise ValueError("give exactly one of every_seconds and every_minutes")
         return self
+
+    @field_validator("anchor")
+    @classmethod
+    def _anchor_in_range(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        # `timezone` comes first in the model, so it is validated (and known) here.
+        if value is None:
+            return None
+        return in_schedule_range(value, info.data.get("timezone", "UTC"))
 
     @property
     def period(self) -> timedelta:
@@ -141,6 +172,7 @@ class OnceTiming(_Strict):
     @field_validator("at")
     @classmethod
     def _in_future(cls, value: datetime, info: ValidationInfo) -> datetime:
+        in_schedule_range(value, info.data.get("timezone", "UTC"))
         when = aware(value, info.data.get("timezone", "UTC"))
         if when <= datetime.now(UTC):
             raise ValueError(f"{when.isoformat()} is in the past")

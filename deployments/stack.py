@@ -52,6 +52,8 @@ def stack_env() -> dict[str, str]:
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS=env.get(
             "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "10"
         ),
+        # The example deployment reads our demo price feed, served only when asked for.
+        DEMO_ROUTES=env.get("DEMO_ROUTES", "true"),
         # The crew scheduler calls our demo crew API unless one is configured.
         CREW_API_URL=settings.crew_api_url or f"{settings.public_api_url}/demo/run-crew",
         SP_PROJECT_DIR=str(PROJECT_DIR),

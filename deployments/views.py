@@ -64,6 +64,13 @@ class RunView(BaseModel):
     outcome: Outcome | None = None
 
 
+class Unreadable(BaseModel):
+    """A deployment of ours a list could not show as a schedule, and why (the rest are listed)."""
+
+    name: str
+    error: str
+
+
 class ScheduleView(BaseModel):
     """A schedule as Prefect has it now."""
 

@@ -19,7 +19,7 @@ from db.crud import reflect_table, upsert_api_records, upsert_rows
 from db.engine import get_engine
 from db.models import utcnow
 from flows.api_call_params import ApiRequest, ApiSource, DestinationSpec, ExtractSpec
-from flows.common import artifact_key, publish_table, recorded_run, unwalked
+from flows.common import artifact_key, publish_table, recorded_run, storage_errors, unwalked
 from flows.extraction import Extracted, Extractor, extract_records
 from flows.http import raise_for_status, retry_on_transient
 
@@ -62,7 +62,7 @@ def store_records(
     flow_run_id: uuid.UUID,
 ) -> int:
     """Upsert the records in one transaction; a retried store updates, never duplicates."""
-    with engine.begin() as conn:
+    with storage_errors(), engine.begin() as conn:
         if destination.is_api_records:
             rows = api_record_rows(
                 extracted, schedule=schedule, flow_run_id=flow_run_id, fetched_at=utcnow()

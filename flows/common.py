@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import deployment, flow_run
 from prefect.utilities.annotations import quote
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from db.crud import save_run_outcome
 from db.models import RunOutcomeBase, utcnow
@@ -50,10 +51,28 @@ def current_schedule_name() -> str:
     return deployment.get_name() or flow_run.get_name() or "ad-hoc"
 
 
+class StorageError(RuntimeError):
+    """Our database failed; the message is the error alone, never the statement or its data."""
+
+
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """Raise a database failure as a StorageError whose message has no record data.
+
+    SQLAlchemy's messages carry the statement's parameters (the records being stored), and
+    Prefect puts a failed task's or flow's exception message in its state, its logs and the
+    UI; this is what they get instead (describe_error). The original is not chained.
+    """
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise StorageError(describe_error(exc)) from None
+
+
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def record_outcome(engine: Engine, outcome: RunOutcomeBase) -> None:
     """Write the run's item counts and error to run_outcomes (a retry overwrites, never adds)."""
-    with engine.begin() as conn:
+    with storage_errors(), engine.begin() as conn:
         save_run_outcome(conn, outcome)
 
 

@@ -27,7 +27,14 @@ from db.crew import (
 )
 from db.engine import get_engine
 from db.models import utcnow
-from flows.common import artifact_key, is_first_attempt, publish_table, recorded_run, unwalked
+from flows.common import (
+    artifact_key,
+    is_first_attempt,
+    publish_table,
+    recorded_run,
+    storage_errors,
+    unwalked,
+)
 from flows.crew_batches import (
     Progress,
     Tally,
@@ -96,7 +103,7 @@ async def store_responses(engine: Engine, results: list[CrewResult], flow_run_id
     rows = response_rows(results, flow_run_id, utcnow())
 
     def write() -> int:
-        with engine.begin() as conn:
+        with storage_errors(), engine.begin() as conn:
             return upsert_crew_responses(conn, rows)
 
     return await anyio.to_thread.run_sync(write)

@@ -22,7 +22,7 @@ from api.deps import JobServiceDep
 from api.envelope import Envelope, ListEnvelope
 from deployments.errors import SpecError
 from deployments.spec import CronTiming, SchedulePatch, ScheduleSpec
-from deployments.views import RunView, ScheduleStats, ScheduleView
+from deployments.views import RunView, ScheduleStats, ScheduleView, Unreadable
 
 router = APIRouter(prefix="/api/jobs", tags=["service-job registry"])
 PIPELINE = "service_job"
@@ -108,6 +108,12 @@ class Job(BaseModel):
     failed_runs: int | None = None
     created_at: datetime | None
     updated_at: datetime | None
+
+
+class JobList(ListEnvelope[Job]):
+    """A page of jobs; `unreadable` names deployments that could not be read as jobs."""
+
+    unreadable: list[Unreadable] = []
 
 
 class Execution(BaseModel):
@@ -294,10 +300,10 @@ async def list_jobs(
     service: JobServiceDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Offset = 0,
-) -> ListEnvelope[Job]:
+) -> JobList:
     """Registered jobs by name, a page at a time."""
-    views, count = await service.list_schedules(limit=limit, offset=offset)
-    return ListEnvelope(data=[_job(v) for v in views], count=count)
+    views, count, unreadable = await service.list_schedules(limit=limit, offset=offset)
+    return JobList(data=[_job(v) for v in views], count=count, unreadable=unreadable)
 
 
 @router.get("/{job_name}")

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from api.bounds import Offset
 from api.deps import ScheduleServiceDep, SettingsDep
 from deployments.spec import SchedulePatch, ScheduleSpec
-from deployments.views import RunView, ScheduleStats, ScheduleView
+from deployments.views import RunView, ScheduleStats, ScheduleView, Unreadable
 
 router = APIRouter(prefix="/api/schedules", tags=["schedules"])
 
@@ -31,6 +31,8 @@ StateFilter = Literal[
 class SchedulesPublic(BaseModel):
     data: list[ScheduleView]
     count: int
+    # Deployments of this page that could not be read as schedules (listed, not hidden).
+    unreadable: list[Unreadable] = []
 
 
 class RunsPublic(BaseModel):
@@ -67,10 +69,10 @@ async def list_schedules(
     offset: Offset = 0,
 ) -> SchedulesPublic:
     """A page of schedules by name, with the total for the filter."""
-    views, count = await service.list_schedules(
+    views, count, unreadable = await service.list_schedules(
         pipeline=pipeline, paused=paused, tag=tag, limit=_limit(settings, limit), offset=offset
     )
-    return SchedulesPublic(data=views, count=count)
+    return SchedulesPublic(data=views, count=count, unreadable=unreadable)
 
 
 @router.get("/{name}")

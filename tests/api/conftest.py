@@ -14,5 +14,5 @@ from api.main import create_app
 @pytest.fixture(scope="session")
 def api(prefect_api_url: str, work_pool: str, sqlite_engine: Engine) -> Iterator[TestClient]:
     """Our API app, in-process, over the session's Prefect server and SQLite database."""
-    with TestClient(create_app(sqlite_engine)) as client:
+    with TestClient(create_app(sqlite_engine), base_url="http://127.0.0.1") as client:
         yield client

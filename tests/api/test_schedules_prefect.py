@@ -242,7 +242,11 @@ def test_list_filters_and_pages(api):
     assert widest.status_code == 200 and widest.json()["count"] == 3
     paused = api.get("/api/schedules", params={"tag": "team:list", "paused": True}).json()
     assert [s["name"] for s in paused["data"]] == ["list-1"]
-    assert api.get("/api/schedules", params={"pipeline": "nope"}).json() == {"data": [], "count": 0}
+    assert api.get("/api/schedules", params={"pipeline": "nope"}).json() == {
+        "data": [],
+        "count": 0,
+        "unreadable": [],
+    }
 
 
 def test_unknown_schedule_and_run_are_404(api):

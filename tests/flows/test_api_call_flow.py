@@ -70,3 +70,40 @@ def test_a_failed_run_records_its_outcome_and_raises(prefect_api_url, sqlite_eng
     with Session(sqlite_engine) as session:
         outcome = session.exec(select(RunOutcome).order_by(RunOutcome.id.desc())).first()  # type: ignore[union-attr]
     assert outcome is not None and "not JSON" in (outcome.error or "")
+
+
+def test_a_failed_store_reports_the_error_without_the_records(
+    prefect_api_url, sqlite_engine, source
+):
+    """Fault item 15: when our database refuses the rows, the run's state message, its
+    outcome and the raised error name the failure, never the record data being stored."""
+    with sqlite_engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS checked_prices"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE checked_prices (symbol TEXT PRIMARY KEY, usd REAL CHECK (usd < 0))"
+            )
+        )
+    source.route(
+        "/secretive", Reply(200, {"data": [{"symbol": "SENSITIVE-123", "quote": {"usd": 7}}]})
+    )
+    state: Any = asyncio.run(
+        api_call(  # type: ignore[arg-type]
+            source={"base_url": source.url},
+            request={"path": "/secretive"},
+            extract={"root": "data[]", "fields": {"symbol": "symbol", "usd": "quote.usd"}},
+            destination={"table": "checked_prices", "key_columns": ["symbol"]},
+            return_state=True,
+        )
+    )
+    assert state.is_failed()
+    assert "CHECK constraint failed" in (state.message or "")
+    assert "SENSITIVE-123" not in (state.message or "")
+    with pytest.raises(Exception) as raised:
+        state.result()
+    assert "SENSITIVE-123" not in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    with Session(sqlite_engine) as session:
+        outcome = session.exec(select(RunOutcome).order_by(RunOutcome.id.desc())).first()  # type: ignore[union-attr]
+    assert outcome is not None and "CHECK constraint failed" in (outcome.error or "")
+    assert "SENSITIVE-123" not in (outcome.error or "")
