@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from prefect import get_client
 from prefect.exceptions import PrefectHTTPStatusError
+from prefect.settings import PREFECT_API_URL
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from starlette.types import Scope
@@ -24,6 +25,16 @@ from deployments.errors import IdempotencyConflict, ScheduleExists, ScheduleNotF
 from deployments.prefect_patches import install_client_fixes
 from flows.http import describe_error
 from settings import Settings, get_settings
+
+
+def require_prefect_api() -> None:
+    """Refuse to start without PREFECT_API_URL: Prefect's client would otherwise start a
+    temporary server of its own in this process, with schedules nobody else sees."""
+    if not PREFECT_API_URL.value():
+        raise RuntimeError(
+            "PREFECT_API_URL is not set: point our API at the Prefect server it works with "
+            "(make run sets it; e.g. PREFECT_API_URL=http://127.0.0.1:4200/api)"
+        )
 
 
 def _settings(scope: Scope) -> Settings:
@@ -43,6 +54,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         install_client_fixes()  # schedule checks cached, cron planned by Debian cron's rules
+        require_prefect_api()
         app.state.engine = engine or get_engine()
         app.state.prefect_writes = asyncio.Semaphore(4)
         # Prefect calls fail fast enough for the request deadline (api/deadline.py).

@@ -9,10 +9,15 @@ the fixes were not checked against, it stops at once with `PrefectPatchError` in
 
 from __future__ import annotations
 
+import os
+
 from deployments.prefect_patches import install_server_fixes
 
 
 def main() -> None:
+    # Prefect's server reports usage to Prefect's telemetry service unless told not to; ours
+    # never does (a value set in the environment is kept as given).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.cli import app
 
     install_server_fixes()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+import anyio
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
 from api.deps import EngineDep, PrefectClientDep
+from db.health import database_problem
 
 router = APIRouter(tags=["health"])
 
@@ -19,13 +20,11 @@ class Health(BaseModel):
 
 @router.get("/health")
 async def health(engine: EngineDep, client: PrefectClientDep, response: Response) -> Health:
-    """200 when our database and the Prefect API both answer, 503 otherwise."""
+    """200 when our database is writable and migrated and the Prefect API answers, else 503
+    saying what is wrong."""
     database = prefect = "ok"
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except Exception as exc:  # any failure means unhealthy; say which kind
-        database = f"error: {type(exc).__name__}"
+    if (problem := await anyio.to_thread.run_sync(database_problem, engine)) is not None:
+        database = f"error: {problem}"
     if (error := await client.api_healthcheck()) is not None:
         prefect = f"error: {type(error).__name__}"
     healthy = database == prefect == "ok"

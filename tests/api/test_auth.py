@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
 from api.security import is_loopback
-from settings import Settings, get_settings
+from settings import PROJECT_DIR, Settings, get_settings
 
 
 def test_routes_need_a_bearer_key_but_health_does_not(prefect_api_url, sqlite_engine):
@@ -67,3 +71,42 @@ def test_with_keys_a_public_address_serves_what_the_key_allows(prefect_api_url, 
 )
 def test_loopback_addresses(server, loopback):
     assert is_loopback(server) is loopback
+
+
+def clean_env(tmp_path) -> dict[str, str]:
+    """An environment with no Prefect settings, as a new shell has (its own PREFECT_HOME)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return {**env, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+
+
+def test_our_api_refuses_to_start_without_a_prefect_api(tmp_path):
+    """Fault item 16: `uvicorn api.main:app` alone must not start a Prefect server of its own."""
+    probe = (
+        "from fastapi.testclient import TestClient\n"
+        "import api.main\n"
+        "TestClient(api.main.app).__enter__()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=PROJECT_DIR,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "PREFECT_API_URL is not set" in done.stderr
+    assert "Starting temporary server" not in done.stderr + done.stdout
+
+
+def test_our_prefect_server_command_turns_analytics_off(tmp_path):
+    shown = subprocess.run(
+        [sys.executable, "-m", "deployments.prefect_server", "config", "view"],
+        cwd=PROJECT_DIR,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "PREFECT_SERVER_ANALYTICS_ENABLED='false'" in shown.stdout
