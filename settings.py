@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     data_dir: Path = DATA_DIR
     database_url: str = f"sqlite:///{DATA_DIR / 'pipelines.db'}"
     prefect_port: int = 4200
+    # Where `make run`'s Prefect server listens; off loopback it needs Prefect's basic auth,
+    # PREFECT_SERVER_API_AUTH_STRING (`user:password`), which every process of the stack then
+    # uses as its client's PREFECT_API_AUTH_STRING (deployments/stack.py).
+    prefect_host: str = "127.0.0.1"
+    prefect_server_api_auth_string: SecretStr | None = Field(
+        default=None, validation_alias="PREFECT_SERVER_API_AUTH_STRING"
+    )
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -75,7 +82,7 @@ class Settings(BaseSettings):
     crew_scheduler_interval_minutes: int = Field(default=60, ge=1)
 
     # A request of our API not answered within this gets 503 + Retry-After (api/deadline.py).
-    request_deadline_seconds: float = Field(default=15.0, gt=0)
+    request_deadline_seconds: float = Field(default=30.0, gt=0)
     # The /demo routes (a price feed and crew API for the offline example); `make run` turns
     # them on, a production API leaves them off.
     demo_routes: bool = False
@@ -89,12 +96,24 @@ class Settings(BaseSettings):
         return normalise_database_url(value)
 
     @model_validator(mode="after")
-    def _refuse_open_api_without_keys(self) -> Settings:
-        if self.api_host not in _LOOPBACK_HOSTS and not self.api_key_list:
-            raise ValueError(
-                "API_KEYS must be set to listen on a non-loopback address "
-                f"(API_HOST={self.api_host})"
-            )
+    def _refuse_open_doors(self) -> Settings:
+        """Nothing of ours listens off loopback without its credentials."""
+        doors = [
+            (self.api_host, bool(self.api_key_list), "API_KEYS", "API_HOST", ""),
+            (
+                self.prefect_host,
+                bool(self.prefect_server_api_auth_string),
+                "PREFECT_SERVER_API_AUTH_STRING",
+                "PREFECT_HOST",
+                ": anyone who reaches Prefect's API can create and change deployments",
+            ),
+        ]
+        for host, locked, credential, where, why in doors:
+            if host not in _LOOPBACK_HOSTS and not locked:
+                raise ValueError(
+                    f"{credential} must be set to listen on a non-loopback address "
+                    f"({where}={host}){why}"
+                )
         return self
 
     @model_validator(mode="after")

@@ -2,8 +2,8 @@
 
 Starts a Prefect server (SQLite under .data/), migrates our database, creates the process work
 pool, registers blocks and prefect.yaml's deployments, starts one worker and our API, prints
-the URLs, and stops every process it started on Ctrl-C. Safe to run again: every step is
-idempotent.
+the URLs, restarts any of them that dies (with a growing delay, said on the terminal), and
+stops every process it started on Ctrl-C. Safe to run again: every step is idempotent.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,7 +23,11 @@ from settings import PROJECT_DIR, get_settings
 
 
 def prefect_url() -> str:
-    return f"http://127.0.0.1:{get_settings().prefect_port}"
+    """Where the stack's processes reach Prefect's server (on this host, loopback if it can)."""
+    settings = get_settings()
+    host = settings.prefect_host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{host}:{settings.prefect_port}"
 
 
 def logs_dir() -> Path:
@@ -36,6 +41,11 @@ def stack_env() -> dict[str, str]:
     # Let flow processes cache our modules' bytecode (some shells turn this off).
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.setdefault("PREFECT_HOME", str(settings.data_dir / "prefect"))
+    if settings.prefect_server_api_auth_string is not None:
+        # The server's basic auth, as the user set it, is every client's (ours included).
+        env.setdefault(
+            "PREFECT_API_AUTH_STRING", settings.prefect_server_api_auth_string.get_secret_value()
+        )
     env.update(
         PREFECT_API_URL=f"{prefect_url()}/api",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
@@ -131,6 +141,54 @@ def stop(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
             proc.wait()
 
 
+# How to start a process of the stack again: its command, log name and environment.
+Command = tuple[list[str], str, dict[str, str]]
+# A process up this long has recovered: its next failure waits the shortest delay again.
+STABLE_SECONDS = 60.0
+
+
+def restart_delay(restarts: int, first: float = 1.0, most: float = 30.0) -> float:
+    """Seconds before restarting a process that has been restarted `restarts` times in a
+    row: 1, 2, 4, ... up to `most`, so a process that cannot start does not spin."""
+    return float(min(most, first * 2 ** min(restarts, 30)))
+
+
+def supervise(
+    procs: list[tuple[str, subprocess.Popen[bytes]]],
+    commands: dict[str, Command],
+    *,
+    poll: float = 0.5,
+    until: Callable[[], bool] = lambda: False,
+) -> None:
+    """Keep every process of `procs` running until Ctrl-C (or `until()`): one that exits is
+    started again after `restart_delay`, said on the terminal; `procs` holds the current
+    processes (what `stop` stops)."""
+    restarts = dict.fromkeys(commands, 0)
+    started = dict.fromkeys(commands, time.monotonic())
+    due: dict[str, float] = {}
+    while not until():
+        now = time.monotonic()
+        for index, (name, proc) in enumerate(procs):
+            if name in due:
+                if now >= due[name]:
+                    del due[name]
+                    procs[index] = (name, start(*commands[name]))
+                    started[name] = now
+                    restarts[name] += 1
+                    print(f"{name} restarted (restart {restarts[name]})", flush=True)
+            elif proc.poll() is not None:
+                if now - started[name] >= STABLE_SECONDS:
+                    restarts[name] = 0
+                delay = restart_delay(restarts[name])
+                due[name] = now + delay
+                print(
+                    f"{name} exited with code {proc.returncode}; restarting it in {delay:.0f}s "
+                    f"(log: {logs_dir() / commands[name][1]}.log)",
+                    flush=True,
+                )
+        time.sleep(poll)
+
+
 async def create_work_pool(env: dict[str, str]) -> None:
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -147,6 +205,7 @@ def main() -> None:
     env = stack_env()
     Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    commands: dict[str, Command] = {}
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -162,21 +221,15 @@ def main() -> None:
     began = time.monotonic()
     try:
         print("Starting the Prefect server ...", flush=True)
-        server = start(
+        commands["prefect server"] = (
             [
-                sys.executable,
-                "-m",
-                "deployments.prefect_server",
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(settings.prefect_port),
+                *[sys.executable, "-m", "deployments.prefect_server", "server", "start"],
+                *["--host", settings.prefect_host, "--port", str(settings.prefect_port)],
             ],
             "prefect-server",
             env,
         )
+        server = start(*commands["prefect server"])
         procs.append(("prefect server", server))
         print("Migrating our database ...", flush=True)
         subprocess.run([sys.executable, "-m", "db.migrate"], env=env, check=True, cwd=PROJECT_DIR)
@@ -186,26 +239,17 @@ def main() -> None:
         prefect("block", "register", "-m", "blocks", env=env)
         prefect("--no-prompt", "deploy", "--all", env=env)
         print("Starting the worker and the API ...", flush=True)
-        procs.append(
-            (
-                "worker",
-                start(worker_command(settings.work_pool_name), "worker", worker_env(env)),
-            )
-        )
-        api = start(
+        commands["worker"] = (worker_command(settings.work_pool_name), "worker", worker_env(env))
+        procs.append(("worker", start(*commands["worker"])))
+        commands["api"] = (
             [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api.main:app",
-                "--host",
-                settings.api_host,
-                "--port",
-                str(settings.api_port),
+                *[sys.executable, "-m", "uvicorn", "api.main:app"],
+                *["--host", settings.api_host, "--port", str(settings.api_port)],
             ],
             "api",
             env,
         )
+        api = start(*commands["api"])
         procs.append(("api", api))
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         wait_until_up(f"{api_url}/health", "the API", api)
@@ -219,14 +263,10 @@ def main() -> None:
             f"Try: PREFECT_API_URL={prefect_url()}/api .venv/bin/prefect deployment run "
             "api-call/demo-prices\n"
             f"     curl '{api_url}/api/records?schedule=demo-prices'\n"
-            "Ctrl-C stops everything.",
+            "A process that dies is restarted; Ctrl-C stops everything.",
             flush=True,
         )
-        while all(proc.poll() is None for _, proc in procs):
-            time.sleep(0.5)
-        dead = [name for name, proc in procs if proc.poll() is not None]
-        print(f"{', '.join(dead)} exited; stopping the rest (logs in {logs_dir()})")
-        raise SystemExit(1)
+        supervise(procs, commands)
     except KeyboardInterrupt:
         print("\nStopping ...", flush=True)
     finally:

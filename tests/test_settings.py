@@ -48,3 +48,33 @@ def test_the_stack_hands_the_prefetch_to_the_worker(monkeypatch):
     assert stack.stack_env()["PREFECT_WORKER_PREFETCH_SECONDS"] == "42"
     monkeypatch.setenv("PREFECT_WORKER_PREFETCH_SECONDS", "3")  # Prefect's own name wins
     assert stack.stack_env()["PREFECT_WORKER_PREFETCH_SECONDS"] == "3"
+
+
+def test_prefect_off_loopback_needs_its_auth_string_which_every_process_uses(monkeypatch):
+    """Security item 1: Prefect's API lets anyone who reaches it write deployments."""
+    from deployments import stack
+    from settings import get_settings
+
+    monkeypatch.delenv("PREFECT_SERVER_API_AUTH_STRING", raising=False)
+    with pytest.raises(ValidationError, match="PREFECT_SERVER_API_AUTH_STRING"):
+        Settings(prefect_host="0.0.0.0")
+    Settings(prefect_host="127.0.0.1")  # loopback: no auth needed
+
+    monkeypatch.setenv("PREFECT_HOST", "0.0.0.0")
+    monkeypatch.setenv("PREFECT_SERVER_API_AUTH_STRING", "admin:s3cret")
+    monkeypatch.delenv("PREFECT_API_AUTH_STRING", raising=False)
+    get_settings.cache_clear()
+    try:
+        env = stack.stack_env()
+        assert env["PREFECT_SERVER_API_AUTH_STRING"] == "admin:s3cret"  # as the user set it
+        assert env["PREFECT_API_AUTH_STRING"] == "admin:s3cret"  # every client's
+        assert env["PREFECT_API_URL"] == "http://127.0.0.1:4200/api"  # reached locally
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_dead_process_waits_longer_each_time_up_to_half_a_minute():
+    from deployments.stack import restart_delay
+
+    assert [restart_delay(n) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    assert restart_delay(10_000) == 30

@@ -36,6 +36,13 @@ def children_of(pid: int) -> set[int]:
     return found
 
 
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -79,8 +86,33 @@ def test_the_stack_comes_up_and_ctrl_c_stops_everything(tmp_path):
         assert demo["timing"] == {"type": "cron", "cron": "*/5 * * * *", "timezone": "UTC"}
         started = children_of(stack.pid)
         assert len(started) >= 3  # server, worker, API (and their own children)
+
+        # Fault item 13: a dead worker or API is started again; the stack goes on.
+        for name, command in [("worker", "worker start"), ("api", "api.main:app")]:
+            (pid,) = [p for p in children_of(stack.pid) if command in cmdline(p)][:1]
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                again = [p for p in children_of(stack.pid) if command in cmdline(p) and alive(p)]
+                if again and again[0] != pid:
+                    break
+                time.sleep(0.5)
+            else:
+                raise AssertionError(f"the {name} was not restarted")
+            assert stack.poll() is None
+        up = time.monotonic() + 60
+        while time.monotonic() < up:
+            try:
+                if httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=5).status_code == 200
+        started = children_of(stack.pid)
     finally:
         stack.send_signal(signal.SIGINT)
         output, _ = stack.communicate(timeout=60)
     assert "Stopped." in output
+    assert "worker exited with code -9; restarting it in 1s" in output
+    assert "api restarted (restart 1)" in output
     assert [pid for pid in started if alive(pid)] == []
