@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
+from db.errors import describe_database_error
 from db.migrate import alembic_config
 
 
@@ -36,9 +37,8 @@ def database_problem(engine: Engine) -> str | None:
                 # or connection and on a PostgreSQL standby, all of which answer reads.
                 conn.execute(sa.text("UPDATE alembic_version SET version_num = version_num"))
                 probe.rollback()
-    except sa.exc.DBAPIError as exc:
-        lines = str(exc.orig).strip().splitlines() if exc.orig is not None else []
-        return f"{type(exc.orig or exc).__name__}: {lines[0] if lines else 'unavailable'}"
+    except sa.exc.SQLAlchemyError as exc:
+        return describe_database_error(exc)
     except Exception as exc:  # e.g. DatabaseMissing: say which kind
         return f"{type(exc).__name__}: {exc}"
     head = schema_head()

@@ -7,6 +7,8 @@ from typing import Any
 import httpx
 from sqlalchemy import exc as sa_exc
 
+from db.errors import describe_database_error
+
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -34,17 +36,10 @@ def raise_for_status(response: httpx.Response) -> None:
 
 
 def describe_error(exc: BaseException) -> str:
-    """A short, secret-free description of a failure for outcomes, history and run states.
-
-    A database error is its driver's first line ("UNIQUE constraint failed: t.k", "duplicate
-    key value violates unique constraint ..."): SQLAlchemy's message adds the statement and
-    its parameters, and PostgreSQL's next lines (DETAIL) the row's values: record data.
-    """
-    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
-        lines = str(exc.orig).strip().splitlines()
-        return f"database error: {type(exc.orig).__name__}" + (f": {lines[0]}" if lines else "")
+    """A short, secret-free description of a failure for outcomes, history and run states
+    (a database error without its statement or data: db.errors)."""
     if isinstance(exc, sa_exc.SQLAlchemyError):
-        return f"database error: {type(exc).__name__}"
+        return describe_database_error(exc)
     if isinstance(exc, httpx.HTTPStatusError):
         return str(exc)
     if isinstance(exc, httpx.TimeoutException):

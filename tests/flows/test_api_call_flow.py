@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 from db.models import RunOutcome
 from flows.api_call import api_call
 from tests.utils.http_source import HttpSource, Reply, serve_http_source
+from tests.utils.tables import fresh_table
 
 PRICES = {
     "data": [{"symbol": "BTC", "quote": {"usd": 1.5}}, {"symbol": "ETH", "quote": {"usd": 2.5}}]
@@ -77,13 +78,9 @@ def test_a_failed_store_reports_the_error_without_the_records(
 ):
     """Fault item 15: when our database refuses the rows, the run's state message, its
     outcome and the raised error name the failure, never the record data being stored."""
-    with sqlite_engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS checked_prices"))
-        conn.execute(
-            sa.text(
-                "CREATE TABLE checked_prices (symbol TEXT PRIMARY KEY, usd REAL CHECK (usd < 0))"
-            )
-        )
+    fresh_table(
+        sqlite_engine, "checked_prices", "symbol TEXT PRIMARY KEY, usd REAL CHECK (usd < 0)"
+    )
     source.route(
         "/secretive", Reply(200, {"data": [{"symbol": "SENSITIVE-123", "quote": {"usd": 7}}]})
     )

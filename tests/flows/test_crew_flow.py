@@ -20,6 +20,7 @@ from db.models import RunOutcome
 from flows import crew_responses as crew_module
 from flows.crew_responses import crew_responses
 from tests.utils.services import CREW_API_PORT
+from tests.utils.tables import fresh_table
 
 QUICK: dict[str, Any] = {
     "retries": 1,
@@ -171,13 +172,10 @@ def test_a_retry_after_a_crash_skips_stored_users_and_duplicates_nothing(
 
 
 def test_users_can_come_from_another_database(crew, sqlite_engine, postgres_engine):
+    fresh_table(
+        postgres_engine, "app_users", "uid TEXT PRIMARY KEY, email TEXT, context TEXT, goal TEXT"
+    )
     with postgres_engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS app_users"))
-        conn.execute(
-            sa.text(
-                "CREATE TABLE app_users (uid TEXT PRIMARY KEY, email TEXT, context TEXT, goal TEXT)"
-            )
-        )
         conn.execute(
             sa.text(
                 "INSERT INTO app_users VALUES ('pg-1', 'a@x', 'cafe', 'grow'), "
