@@ -9,6 +9,7 @@ stops every process it started on Ctrl-C. Safe to run again: every step is idemp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -126,8 +127,49 @@ def start(cmd: list[str], log_name: str, env: dict[str, str]) -> subprocess.Pope
     )
 
 
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group `pgid`, read from /proc; on a
+    system without /proc, whether the group still answers a signal."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except OSError:
+            return []
+        return [pgid]
+    members = []
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[3]) == pgid:
+                members.append(int(entry.name))
+    return members
+
+
+def end_group(pgid: int, grace: float = 5.0) -> None:
+    """What a stopped process leaves behind in its session (the warm worker's zygote and
+    its runs, a server's helpers) gets SIGTERM, then SIGKILL after `grace` seconds, so
+    Ctrl-C leaves no process running."""
+    deadline = time.monotonic() + grace
+    sent = False
+    while group_members(pgid):
+        if time.monotonic() >= deadline:
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+            return
+        if not sent:
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGTERM)
+            sent = True
+        time.sleep(0.1)
+
+
 def stop(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
-    """SIGINT to each (a Prefect worker ignores one SIGTERM), then wait, then kill."""
+    """SIGINT to each (a Prefect worker ignores one SIGTERM), then wait, then kill; then
+    whatever each left in its process group (each was started in a session of its own)."""
     for _, proc in reversed(procs):
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -137,8 +179,11 @@ def stop(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             print(f"  {name} did not stop in time; killing it")
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    for _, proc in reversed(procs):
+        end_group(proc.pid)
 
 
 # How to start a process of the stack again: its command, log name and environment.

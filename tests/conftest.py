@@ -175,7 +175,7 @@ def fake_crew() -> Iterator[FakeCrew]:
 def crew(fake_crew: FakeCrew) -> FakeCrew:
     """The fake crew API, reset to answer every call at once, with no faults."""
     fake_crew.latency = fake_crew.fail_rate = fake_crew.timeout_rate = 0.0
-    fake_crew.fail_first, fake_crew.hang_seconds = 0, 2.0
+    fake_crew.fail_first, fake_crew.hang_seconds = 0, 5.0
     fake_crew.hits.clear()
     fake_crew.bodies.clear()
     return fake_crew

@@ -115,4 +115,4 @@ def test_the_stack_comes_up_and_ctrl_c_stops_everything(tmp_path):
     assert "Stopped." in output
     assert "worker exited with code -9; restarting it in 1s" in output
     assert "api restarted (restart 1)" in output
-    assert [pid for pid in started if alive(pid)] == []
+    assert [(pid, cmdline(pid)) for pid in started if alive(pid)] == []
