@@ -35,6 +35,10 @@ RETRY_DELAY = "retry_delay_seconds"
 # Prefect reads flow-level retry defaults from these when the flow decorator sets none.
 RETRIES_ENV = "PREFECT_FLOWS_DEFAULT_RETRIES"
 RETRY_DELAY_ENV = "PREFECT_FLOWS_DEFAULT_RETRY_DELAY_SECONDS"
+# Every run's process sends Prefect a heartbeat this often (Prefect's minimum; its default is
+# 180 s): `automations.py` marks a run Crashed when they stop.
+HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+HEARTBEAT_SECONDS = 30
 # Prefect's own variables a run may still set: nothing in them changes what is executed.
 HARMLESS = ("name", "labels", "stream_output")
 # What decides what a worker executes: never taken from a deployment's or a run's variables.
@@ -58,6 +62,7 @@ def default_job_env() -> dict[str, str]:
     return {
         RETRIES_ENV: str(_bounds(RETRIES)["default"]),
         RETRY_DELAY_ENV: str(_bounds(RETRY_DELAY)["default"]),
+        HEARTBEAT_ENV: str(HEARTBEAT_SECONDS),
     }
 
 
@@ -87,7 +92,11 @@ def locked_job_template(command: str | None) -> dict[str, Any]:
     job_configuration: dict[str, Any] = {
         **{name: f"{{{{ {name} }}}}" for name in HARMLESS},
         "command": command,
-        "env": {RETRIES_ENV: f"{{{{ {RETRIES} }}}}", RETRY_DELAY_ENV: f"{{{{ {RETRY_DELAY} }}}}"},
+        "env": {
+            RETRIES_ENV: f"{{{{ {RETRIES} }}}}",
+            RETRY_DELAY_ENV: f"{{{{ {RETRY_DELAY} }}}}",
+            HEARTBEAT_ENV: str(HEARTBEAT_SECONDS),
+        },
     }
     return {"job_configuration": job_configuration, "variables": variables}
 

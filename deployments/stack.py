@@ -234,15 +234,18 @@ def supervise(
         time.sleep(poll)
 
 
-async def create_work_pool(env: dict[str, str]) -> None:
+async def prepare_prefect(env: dict[str, str]) -> None:
+    """The work pool and the automation that ends runs whose worker died, both idempotent."""
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from deployments.automations import ensure_automation, unresponsive_runs_automation
     from deployments.work_pool import ensure_work_pool
 
     with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
         async with get_client() as client:
             await ensure_work_pool(client)
+            await ensure_automation(client, unresponsive_runs_automation())
 
 
 def main() -> None:
@@ -279,8 +282,8 @@ def main() -> None:
         print("Migrating our database ...", flush=True)
         subprocess.run([sys.executable, "-m", "db.migrate"], env=env, check=True, cwd=PROJECT_DIR)
         wait_until_up(f"{prefect_url()}/api/health", "the Prefect server", server)
-        print("Creating the work pool, registering blocks and deployments ...", flush=True)
-        asyncio.run(create_work_pool(env))
+        print("Preparing Prefect: work pool, automation, blocks, deployments ...", flush=True)
+        asyncio.run(prepare_prefect(env))
         prefect("block", "register", "-m", "blocks", env=env)
         prefect("--no-prompt", "deploy", "--all", env=env)
         print("Starting the worker and the API ...", flush=True)

@@ -111,15 +111,18 @@ def _empty_tables(engine: Engine) -> None:
 
 @pytest.fixture(scope="session")
 def work_pool(prefect_api_url: str) -> str:
-    """The process work pool, with its concurrency limit, as make run creates it."""
+    """The process work pool, with its concurrency limit, and the automation that ends runs
+    whose worker died, as make run creates them."""
     from prefect import get_client
     from prefect.utilities.asyncutils import run_coro_as_sync
 
+    from deployments.automations import ensure_automation, unresponsive_runs_automation
     from deployments.work_pool import ensure_work_pool
 
     async def create() -> None:
         async with get_client() as client:
             await ensure_work_pool(client)
+            await ensure_automation(client, unresponsive_runs_automation())
 
     run_coro_as_sync(create())
     return get_settings().work_pool_name

@@ -16,6 +16,7 @@ from prefect import get_client
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from deployments.job_template import (
+    HEARTBEAT_ENV,
     RETRIES_ENV,
     RETRY_DELAY_ENV,
     locked_job_template,
@@ -99,7 +100,7 @@ def test_a_deployment_cannot_choose_what_the_warm_worker_executes(
         assert job.command == command
         # Whether Prefect took or refused the PATCH, only the two retry settings reach the job.
         delay = stored["job_variables"].get("retry_delay_seconds", 30)
-        assert job.env == {RETRIES_ENV: "2", RETRY_DELAY_ENV: str(delay)}
+        assert job.env == {RETRIES_ENV: "2", RETRY_DELAY_ENV: str(delay), HEARTBEAT_ENV: "30"}
         assert job.working_dir is None
     finally:
         prefect(
@@ -134,6 +135,7 @@ def test_the_pool_template_fixes_the_command_env_and_folder(
     assert configuration["env"] == {
         RETRIES_ENV: "{{ retries }}",
         RETRY_DELAY_ENV: "{{ retry_delay_seconds }}",
+        HEARTBEAT_ENV: "30",  # every run sends heartbeats (deployments/automations.py)
     }
     assert "working_dir" not in configuration
     assert template["variables"]["additionalProperties"] is False
