@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from prefect.client.orchestration import PrefectClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from api.security import MISSING_KEY, key_accepted
 from deployments.crew_scheduler import CrewScheduler
 from deployments.service import ScheduleService
 from settings import Settings, get_settings
@@ -86,14 +86,16 @@ def require_api_key(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """With API keys configured, every route but /health needs `Authorization: Bearer <key>`."""
+    """With API keys configured, every route but /health needs `Authorization: Bearer <key>`.
+
+    `api.security.Gate` refuses such requests before they reach a route; this check puts the
+    bearer scheme in the OpenAPI description and holds for any route mounted without it."""
     keys = settings.api_key_list
     if not keys:
         return
-    given = credentials.credentials if credentials else ""
-    if not any(secrets.compare_digest(given.encode(), key.encode()) for key in keys):
+    if not key_accepted(keys, credentials.credentials if credentials else ""):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            detail="missing or invalid API key",
+            detail=MISSING_KEY,
             headers={"WWW-Authenticate": "Bearer"},
         )

@@ -18,9 +18,10 @@ from starlette.types import Scope
 
 from api.deadline import Deadline, unavailable
 from api.deps import require_api_key
+from api.errors import document_errors
 from api.routes import crew, demo, health, jobs, records, runs, schedules
-from api.security import LoopbackOnlyWithoutKeys
-from db.engine import get_engine
+from api.security import Gate
+from db.engine import DatabaseMissing, get_engine
 from deployments.errors import IdempotencyConflict, ScheduleExists, ScheduleNotFound, SpecError
 from deployments.prefect_patches import install_client_fixes
 from flows.http import describe_error
@@ -44,8 +45,12 @@ def _settings(scope: Scope) -> Settings:
     return settings
 
 
-def _keys_configured(scope: Scope) -> bool:
-    return bool(_settings(scope).api_key_list)
+def _keys(scope: Scope) -> list[str]:
+    return _settings(scope).api_key_list
+
+
+def _demo(scope: Scope) -> bool:
+    return _settings(scope).demo_routes
 
 
 def create_app(engine: Engine | None = None) -> FastAPI:
@@ -70,13 +75,19 @@ def create_app(engine: Engine | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(Deadline, seconds=lambda scope: _settings(scope).request_deadline_seconds)
-    app.add_middleware(LoopbackOnlyWithoutKeys, keys_configured=_keys_configured)
+    app.add_middleware(Gate, keys=_keys, demo=_demo)
     secured = [Depends(require_api_key)]
     app.include_router(health.router)
     if get_settings().demo_routes:  # DEMO_ROUTES: `make run`'s offline example, off otherwise
         app.include_router(demo.router)
     for router in (schedules.router, runs.router, records.router, jobs.router, crew.router):
         app.include_router(router, dependencies=secured)
+
+    document_errors(app)
+
+    @app.exception_handler(DatabaseMissing)
+    async def _database_missing(_request: Request, exc: DatabaseMissing) -> JSONResponse:
+        return unavailable(str(exc))
 
     @app.exception_handler(SpecError)
     async def _invalid_spec(_request: Request, exc: SpecError) -> JSONResponse:

@@ -1,5 +1,9 @@
-"""No open API off loopback: without API_KEYS, only connections made to a loopback address
-are served (and /health, for load balancers), however the server was told where to listen.
+"""Who gets in, checked before any route runs (ASGI middleware, so a request without a key
+is refused before FastAPI reads its body): with API_KEYS, every request but the public ones
+needs `Authorization: Bearer <key>` (401); without keys, only connections made to a loopback
+address are served (and /health, for load balancers), however the server was told where to
+listen (403). Public with keys: /health, the OpenAPI description and its pages, and the
+`/demo/...` routes when DEMO_ROUTES is on.
 
 The settings refuse `API_HOST=0.0.0.0` without keys, but `uvicorn api.main:app --host
 0.0.0.0` bypasses `API_HOST`. Each connection's ASGI scope names the local address it
@@ -10,6 +14,7 @@ through another interface while no keys are configured is answered 403, and noth
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +23,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 # What stays reachable without a key from anywhere: a liveness probe, nothing else.
 PUBLIC_WITHOUT_KEYS = frozenset({"/health"})
+# What needs no key when keys are set: the probe and the API's description.
+PUBLIC_WITH_KEYS = frozenset(
+    {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
+DEMO_PREFIX = "/demo/"
+MISSING_KEY = "missing or invalid API key"
 REFUSED = (
     "this API has no API_KEYS and answers only on a loopback address: "
     "set API_KEYS to serve it on {address}"
@@ -37,22 +48,53 @@ def is_loopback(server: Any) -> bool:
         return False
 
 
-class LoopbackOnlyWithoutKeys:
-    """ASGI middleware: with no keys configured, refuse requests that arrived off loopback."""
+def key_accepted(keys: list[str], given: str) -> bool:
+    """Whether `given` is one of `keys` (compared in constant time)."""
+    return any(secrets.compare_digest(given.encode(), key.encode()) for key in keys)
 
-    def __init__(self, app: ASGIApp, keys_configured: Callable[[Scope], bool]):
+
+def bearer_token(scope: Scope) -> str:
+    """The token of the request's `Authorization: Bearer <token>` header, or ""."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return ""
+
+
+class Gate:
+    """ASGI middleware: the rules above. `keys(scope)` and `demo(scope)` read the settings the
+    app's routes see (tests override them)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: Callable[[Scope], list[str]],
+        demo: Callable[[Scope], bool],
+    ):
         self.app = app
-        self.keys_configured = keys_configured
+        self.keys = keys
+        self.demo = demo
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"] not in PUBLIC_WITHOUT_KEYS
-            and not is_loopback(scope.get("server"))
-            and not self.keys_configured(scope)
-        ):
-            address = ":".join(map(str, scope["server"]))
-            response = JSONResponse({"detail": REFUSED.format(address=address)}, status_code=403)
-            await response(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> JSONResponse | None:
+        path = scope["path"]
+        keys = self.keys(scope)
+        if not keys:
+            if path in PUBLIC_WITHOUT_KEYS or is_loopback(scope.get("server")):
+                return None
+            address = ":".join(map(str, scope["server"]))
+            return JSONResponse({"detail": REFUSED.format(address=address)}, status_code=403)
+        public = path in PUBLIC_WITH_KEYS or (path.startswith(DEMO_PREFIX) and self.demo(scope))
+        if public or key_accepted(keys, bearer_token(scope)):
+            return None
+        return JSONResponse(
+            {"detail": MISSING_KEY}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )

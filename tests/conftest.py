@@ -42,8 +42,14 @@ DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Overload tests go last, so the burst they leave behind slows no other test."""
-    items.sort(key=lambda item: item.get_closest_marker("overload") is not None)
+    """Overload tests go last, so the burst they leave behind slows no other test; the fuzz
+    after them, so the deployments it leaves behind are in no other test's lists."""
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("fuzz") is not None,
+            item.get_closest_marker("overload") is not None,
+        )
+    )
 
 
 @pytest.fixture(scope="session")

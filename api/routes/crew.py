@@ -26,6 +26,7 @@ from pydantic.alias_generators import to_camel
 from api.bounds import MAX_OFFSET, RowId, within_utc_range
 from api.deps import CrewSchedulerDep, SessionDep, SettingsDep
 from api.envelope import Envelope
+from api.errors import CONFLICT
 from db.crew import delete_crew_response, get_crew_response, list_crew_responses, upsert_users
 from db.models import CrewResponse
 from deployments.crew_scheduler import CrewSchedulerState
@@ -134,13 +135,13 @@ def _answer(state: CrewSchedulerState, message: str | None = None) -> SchedulerA
     )
 
 
-@router.get("/api/scheduler")
+@router.get("/api/scheduler", responses=CONFLICT)
 async def scheduler_status(scheduler: CrewSchedulerDep) -> SchedulerAnswer:
     """Whether the crew schedule runs, its interval and the crew API URL."""
     return _answer(await scheduler.status())
 
 
-@router.post("/api/scheduler")
+@router.post("/api/scheduler", responses=CONFLICT)
 async def scheduler_action(body: SchedulerAction, scheduler: CrewSchedulerDep) -> SchedulerAnswer:
     """start (every intervalMinutes), stop, or run-now, answered as the crew scheduler does."""
     if body.action == "start":

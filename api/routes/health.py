@@ -18,7 +18,10 @@ class Health(BaseModel):
     prefect: str
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    responses={503: {"model": Health, "description": "our database or Prefect is not ready"}},
+)
 async def health(engine: EngineDep, client: PrefectClientDep, response: Response) -> Health:
     """200 when our database is writable and migrated and the Prefect API answers, else 503
     saying what is wrong."""

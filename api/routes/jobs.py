@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 from api.bounds import Offset
 from api.deps import JobServiceDep
 from api.envelope import Envelope, ListEnvelope
+from api.errors import CONFLICT
 from deployments.errors import SpecError
 from deployments.spec import CronTiming, SchedulePatch, ScheduleSpec
 from deployments.views import RunView, ScheduleStats, ScheduleView, Unreadable
@@ -273,7 +274,7 @@ def _execution(job_name: str, run: RunView) -> Execution:
     )
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED)
+@router.post("/register", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
 async def register_job(
     registration: JobRegistration, service: JobServiceDep, response: Response
 ) -> Envelope[Job]:
@@ -313,7 +314,7 @@ async def read_job(job_name: str, service: JobServiceDep) -> Envelope[Job]:
     return Envelope(data=_job(view, stats))
 
 
-@router.post("/{job_name}/trigger", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/{job_name}/trigger", status_code=status.HTTP_202_ACCEPTED, responses=CONFLICT)
 async def trigger_job(
     job_name: str, service: JobServiceDep, body: TriggerRequest | None = None
 ) -> TriggerAnswer:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.bounds import Offset
 from api.deps import ScheduleServiceDep, SettingsDep
+from api.errors import CONFLICT
 from deployments.spec import SchedulePatch, ScheduleSpec
 from deployments.views import RunView, ScheduleStats, ScheduleView, Unreadable
 
@@ -52,7 +53,7 @@ def _limit(settings: SettingsDep, limit: int) -> int:
     return min(limit, settings.max_page_size)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
 async def create_schedule(spec: ScheduleSpec, service: ScheduleServiceDep) -> ScheduleView:
     """Create a schedule (a Prefect deployment); 409 if the name exists, 422 names bad fields."""
     return await service.create(spec)
@@ -108,7 +109,7 @@ async def resume_schedule(name: str, service: ScheduleServiceDep) -> ScheduleVie
     return await service.resume(name)
 
 
-@router.post("/{name}/run", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/{name}/run", status_code=status.HTTP_202_ACCEPTED, responses=CONFLICT)
 async def run_schedule(
     name: str,
     service: ScheduleServiceDep,

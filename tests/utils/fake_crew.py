@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import threading
-import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -26,7 +24,7 @@ from typing import Any, Literal
 
 import uvicorn
 
-from tests.utils.ports import free_port
+from tests.utils.serve import serve_asgi
 
 Fate = Literal["ok", "fail", "hang"]
 
@@ -102,22 +100,9 @@ async def _answer(send: Any, status: int, body: dict[str, Any]) -> None:
 @contextmanager
 def serve_fake_crew(crew: FakeCrew, port: int = 0) -> Iterator[FakeCrew]:
     """Serve `crew` on 127.0.0.1 from a thread; `crew.url` is its run-crew URL."""
-    port = port or free_port()
-    config = uvicorn.Config(crew, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("fake crew API did not start")
-        time.sleep(0.01)
-    crew.url = f"http://127.0.0.1:{port}/run-crew"
-    try:
+    with serve_asgi(crew, port) as base_url:
+        crew.url = f"{base_url}/run-crew"
         yield crew
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def main() -> None:
