@@ -7,10 +7,14 @@ endif
 
 .PHONY: run test lint format sync uv migrate bench
 
+# pip refuses --user inside a venv and system installs under PEP 668: try each way quietly,
+# say in one line which worked, and show pip's error only if none did.
 uv:
-	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --user uv \
-		|| python3 -m pip install --quiet uv \
-		|| python3 -m pip install --quiet --user --break-system-packages uv
+	@$(UV) --version >/dev/null 2>&1 || { { \
+		python3 -m pip install --quiet --user uv 2>/dev/null \
+		|| python3 -m pip install --quiet uv 2>/dev/null \
+		|| python3 -m pip install --quiet --user --break-system-packages uv; \
+	} && echo "installed $$(python3 -m uv --version) with pip (used as python3 -m uv)"; }
 
 sync: uv
 	$(UV) sync --locked --compile-bytecode
