@@ -63,6 +63,12 @@ def test_create_run_and_read_records_then_rerun_without_duplicates(
     stats = api.get("/api/schedules/e2e-prices/stats").json()
     assert stats["by_state"] == {"COMPLETED": 2} and stats["success_rate"] == 1.0
     assert stats["items_succeeded"] == 6
+    # One truth for the last run: the list shows the one the schedule's own page shows.
+    one = api.get("/api/schedules/e2e-prices").json()
+    assert one["last_run"]["id"] == run["id"] and one["last_run"]["state_type"] == "COMPLETED"
+    listed = api.get("/api/schedules", params={"pipeline": "api_call", "limit": 200}).json()
+    (mine,) = [s for s in listed["data"] if s["name"] == "e2e-prices"]
+    assert mine["last_run"] == one["last_run"]
 
 
 def test_run_now_parameters_override_the_schedule_for_one_run(api, worker, source):
