@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from datetime import datetime
 from typing import Any
 
 import httpx
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from sqlalchemy.engine import Engine
@@ -22,6 +24,7 @@ from flows.api_call_params import ApiRequest, ApiSource, DestinationSpec, Extrac
 from flows.common import artifact_key, publish_table, recorded_run, storage_errors, unwalked
 from flows.extraction import Extracted, Extractor, extract_records
 from flows.http import raise_for_status, retry_on_transient
+from flows.narration import count, exchange_line
 
 ARTIFACT_ROWS = 50
 
@@ -29,6 +32,7 @@ ARTIFACT_ROWS = 50
 @task(cache_policy=NO_CACHE, retry_condition_fn=retry_on_transient, retry_jitter_factor=0.5)
 async def call_api(client: httpx.AsyncClient, request: ApiRequest) -> Any:
     """Send the configured request once and return the decoded JSON body."""
+    started = time.perf_counter()
     response = await client.request(
         request.method,
         request.path,
@@ -37,6 +41,8 @@ async def call_api(client: httpx.AsyncClient, request: ApiRequest) -> Any:
         json=request.body,
         timeout=request.timeout_seconds,
     )
+    line = exchange_line(response, time.perf_counter() - started)
+    get_run_logger().log(logging.INFO if response.is_success else logging.WARNING, line)
     raise_for_status(response)
     try:
         return response.json()
@@ -50,7 +56,14 @@ async def call_api(client: httpx.AsyncClient, request: ApiRequest) -> Any:
 @task(name="extract", cache_policy=NO_CACHE)
 def extract_items(document: Any, spec: ExtractSpec) -> Extracted:
     """Select the items of the response and project each onto the configured fields."""
-    return extract_records(document, Extractor.compile(spec.root, spec.fields, spec.key))
+    extracted = extract_records(document, Extractor.compile(spec.root, spec.fields, spec.key))
+    get_run_logger().info(
+        "extracted %s with %s, %s",
+        count(len(extracted.records), "record"),
+        f"`{spec.root}`" if spec.root else "the whole response",
+        f"{len(extracted.failures):,} unreadable" if extracted.failures else "none unreadable",
+    )
+    return extracted
 
 
 @task(cache_policy=NO_CACHE)
@@ -67,13 +80,18 @@ def store_records(
             rows = api_record_rows(
                 extracted, schedule=schedule, flow_run_id=flow_run_id, fetched_at=utcnow()
             )
-            return upsert_api_records(conn, rows)
-        table = reflect_table(conn, destination.table)
-        if table is None:
-            raise LookupError(f"destination table {destination.table!r} does not exist")
-        return upsert_rows(
-            conn, table, [data for _, data in extracted.records], destination.key_columns
-        )
+            stored = upsert_api_records(conn, rows)
+        else:
+            table = reflect_table(conn, destination.table)
+            if table is None:
+                raise LookupError(f"destination table {destination.table!r} does not exist")
+            stored = upsert_rows(
+                conn, table, [data for _, data in extracted.records], destination.key_columns
+            )
+    get_run_logger().info(
+        "stored %s in `%s` (inserted or updated)", count(stored, "row"), destination.table
+    )
+    return stored
 
 
 @flow(name="api-call")

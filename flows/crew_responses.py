@@ -10,10 +10,11 @@ batches' calls go on, and the next page loads while the current one is called
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import anyio
-from prefect import flow, get_client, task
+from prefect import flow, get_client, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.engine import Engine
 
@@ -60,6 +61,7 @@ from flows.crew_params import (
     Retries,
     Timeout,
 )
+from flows.narration import count, shown_url
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -85,7 +87,17 @@ async def load_users(
         users = [CrewUser(uid, context, goal) for uid, context, goal in rows if uid not in done]
         return UserPage(users, rows[-1][0] if more else None, len(done))
 
-    return await anyio.to_thread.run_sync(read)
+    page = await anyio.to_thread.run_sync(read)
+    get_run_logger().info(
+        "loaded %s from `%s`%s%s",
+        count(len(page.users), "user"),
+        source.table.name,
+        f" after {after!r}" if after else "",
+        f" ({page.already_stored:,} already stored by an earlier attempt)"
+        if page.already_stored
+        else "",
+    )
+    return page
 
 
 @task(cache_policy=NO_CACHE)
@@ -94,7 +106,19 @@ async def call_crew(caller: CrewCaller, users: list[CrewUser]) -> list[CrewResul
 
     No task retries: each call retries itself, and a task retry would call the whole batch again.
     """
-    return await caller.call_all(users)
+    started = time.perf_counter()
+    results = await caller.call_all(users)
+    failed = [r for r in results if not r.succeeded]
+    get_run_logger().info(
+        "sent %s to %s in %.1f s: %s answered, %s failed%s",
+        count(len(users), "user"),
+        shown_url(caller.url),
+        time.perf_counter() - started,
+        f"{len(results) - len(failed):,}",
+        f"{len(failed):,}",
+        f" (first: {failed[0].user.uid}: {failed[0].error})" if failed else "",
+    )
+    return results
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -106,7 +130,9 @@ async def store_responses(engine: Engine, results: list[CrewResult], flow_run_id
         with storage_errors(), engine.begin() as conn:
             return upsert_crew_responses(conn, rows)
 
-    return await anyio.to_thread.run_sync(write)
+    stored = await anyio.to_thread.run_sync(write)
+    get_run_logger().info("stored %s in `crew_responses`", count(stored, "response"))
+    return stored
 
 
 @flow(name="crew-responses")

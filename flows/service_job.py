@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import httpx
-from prefect import flow, get_client, task
+from prefect import flow, get_client, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 
@@ -13,6 +15,7 @@ from blocks.http import tls_context
 from db.engine import get_engine
 from flows.common import ReportedFailure, current_flow_run_id, recorded_run
 from flows.http import raise_for_status
+from flows.narration import exchange_line
 from flows.service_job_params import JobContext, JobResult, Trigger, resolve_service_url
 from settings import get_settings
 
@@ -24,14 +27,28 @@ class JobFailed(ReportedFailure):
 @task(cache_policy=NO_CACHE)
 async def call_service(client: httpx.AsyncClient, url: str, context: JobContext) -> JobResult:
     """POST the JobContext to the job endpoint and parse the JobResult it answers."""
+    logger = get_run_logger()
+    started = time.perf_counter()
     response = await client.post(url, json=context.model_dump(by_alias=True, exclude_none=True))
+    line = exchange_line(response, time.perf_counter() - started)
+    logger.log(logging.INFO if response.is_success else logging.WARNING, line)
     raise_for_status(response)
     try:
-        return JobResult.model_validate_json(response.content)
+        result = JobResult.model_validate_json(response.content)
     except ValidationError as exc:
         problem = exc.errors()[0]
         where = ".".join(map(str, problem["loc"])) or "body"
         raise JobFailed(f"malformed JobResult from {url}: {where}: {problem['msg']}") from None
+    logger.info(
+        "job %s %s: %s processed, %s succeeded, %s failed%s",
+        context.job_name,
+        "succeeded" if result.success else "failed",
+        f"{result.items_processed:,}",
+        f"{result.items_succeeded:,}",
+        f"{result.items_failed:,}",
+        f" ({result.error})" if result.error else "",
+    )
+    return result
 
 
 async def detect_trigger(flow_run_id: Any) -> Trigger:
