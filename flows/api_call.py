@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from sqlalchemy.engine import Engine
@@ -24,7 +24,7 @@ from flows.api_call_params import ApiRequest, ApiSource, DestinationSpec, Extrac
 from flows.common import artifact_key, publish_table, recorded_run, storage_errors, unwalked
 from flows.extraction import Extracted, Extractor, extract_records
 from flows.http import raise_for_status, retry_on_transient
-from flows.narration import count, exchange_line
+from flows.narration import count, exchange_line, run_logger
 
 ARTIFACT_ROWS = 50
 
@@ -42,7 +42,7 @@ async def call_api(client: httpx.AsyncClient, request: ApiRequest) -> Any:
         timeout=request.timeout_seconds,
     )
     line = exchange_line(response, time.perf_counter() - started)
-    get_run_logger().log(logging.INFO if response.is_success else logging.WARNING, line)
+    run_logger().log(logging.INFO if response.is_success else logging.WARNING, line)
     raise_for_status(response)
     try:
         return response.json()
@@ -57,7 +57,7 @@ async def call_api(client: httpx.AsyncClient, request: ApiRequest) -> Any:
 def extract_items(document: Any, spec: ExtractSpec) -> Extracted:
     """Select the items of the response and project each onto the configured fields."""
     extracted = extract_records(document, Extractor.compile(spec.root, spec.fields, spec.key))
-    get_run_logger().info(
+    run_logger().info(
         "extracted %s with %s, %s",
         count(len(extracted.records), "record"),
         f"`{spec.root}`" if spec.root else "the whole response",
@@ -88,7 +88,7 @@ def store_records(
             stored = upsert_rows(
                 conn, table, [data for _, data in extracted.records], destination.key_columns
             )
-    get_run_logger().info(
+    run_logger().info(
         "stored %s in `%s` (inserted or updated)", count(stored, "row"), destination.table
     )
     return stored

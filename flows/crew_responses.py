@@ -14,7 +14,7 @@ import time
 import uuid
 
 import anyio
-from prefect import flow, get_client, get_run_logger, task
+from prefect import flow, get_client, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.engine import Engine
 
@@ -61,7 +61,7 @@ from flows.crew_params import (
     Retries,
     Timeout,
 )
-from flows.narration import count, shown_url
+from flows.narration import count, run_logger, shown_url
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -88,7 +88,7 @@ async def load_users(
         return UserPage(users, rows[-1][0] if more else None, len(done))
 
     page = await anyio.to_thread.run_sync(read)
-    get_run_logger().info(
+    run_logger().info(
         "loaded %s from `%s`%s%s",
         count(len(page.users), "user"),
         source.table.name,
@@ -109,7 +109,7 @@ async def call_crew(caller: CrewCaller, users: list[CrewUser]) -> list[CrewResul
     started = time.perf_counter()
     results = await caller.call_all(users)
     failed = [r for r in results if not r.succeeded]
-    get_run_logger().info(
+    run_logger().info(
         "sent %s to %s in %.1f s: %s answered, %s failed%s",
         count(len(users), "user"),
         shown_url(caller.url),
@@ -131,7 +131,7 @@ async def store_responses(engine: Engine, results: list[CrewResult], flow_run_id
             return upsert_crew_responses(conn, rows)
 
     stored = await anyio.to_thread.run_sync(write)
-    get_run_logger().info("stored %s in `crew_responses`", count(stored, "response"))
+    run_logger().info("stored %s in `crew_responses`", count(stored, "response"))
     return stored
 
 

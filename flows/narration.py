@@ -9,11 +9,23 @@ are never shown.
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import httpx
+from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
 
 HIDDEN = "…"
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The run's logger (its lines reach Prefect's UI); outside a run, as when a test calls a
+    task's function directly, this module's logger."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def shown_url(url: httpx.URL | str) -> str:

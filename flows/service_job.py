@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import httpx
-from prefect import flow, get_client, get_run_logger, task
+from prefect import flow, get_client, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 
@@ -15,7 +15,7 @@ from blocks.http import tls_context
 from db.engine import get_engine
 from flows.common import ReportedFailure, current_flow_run_id, recorded_run
 from flows.http import raise_for_status
-from flows.narration import exchange_line
+from flows.narration import exchange_line, run_logger
 from flows.service_job_params import JobContext, JobResult, Trigger, resolve_service_url
 from settings import get_settings
 
@@ -27,7 +27,7 @@ class JobFailed(ReportedFailure):
 @task(cache_policy=NO_CACHE)
 async def call_service(client: httpx.AsyncClient, url: str, context: JobContext) -> JobResult:
     """POST the JobContext to the job endpoint and parse the JobResult it answers."""
-    logger = get_run_logger()
+    logger = run_logger()
     started = time.perf_counter()
     response = await client.post(url, json=context.model_dump(by_alias=True, exclude_none=True))
     line = exchange_line(response, time.perf_counter() - started)

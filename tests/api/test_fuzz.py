@@ -7,7 +7,7 @@ description (`/docs`, `/openapi.json`), which are not operations of the schema.
 The API here has a database of its own and a work pool no worker polls, so what the fuzzer
 creates (schedules, jobs, runs) never runs and no other test sees its rows. Examples are
 derandomized (the same cases every run, so CI is repeatable) and bounded: FUZZ_EXAMPLES
-(default 20 per operation) makes a longer hunt, e.g. `FUZZ_EXAMPLES=500 make test`.
+(default 12 per operation) makes a longer hunt, e.g. `FUZZ_EXAMPLES=500 make test`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from tests.utils.serve import serve_asgi
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
 FUZZ_POOL = "fuzz-no-worker"
 KEY = "fuzz-key"
 CHECKS = [

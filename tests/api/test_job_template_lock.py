@@ -25,6 +25,7 @@ from deployments.job_template import (
 )
 from deployments.warm_worker import WARM_ENGINE, WarmProcessJobConfiguration
 from deployments.work_pool import ensure_work_pool
+from tests.utils.prefect_server import request_retrying
 
 ATTACKS = [
     {"command": "touch /tmp/owned"},
@@ -36,7 +37,8 @@ ATTACKS = [
 
 
 def prefect(api_url: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.request(method, f"{api_url}{path}", timeout=30, **kwargs)
+    """Prefect's API, waiting out the 503s its SQLite answers while another test writes."""
+    return request_retrying(method, f"{api_url}{path}", **kwargs)
 
 
 @pytest.fixture(scope="module")
