@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from starlette.types import Scope
 
+from api.access_log import AccessLog
 from api.deadline import Deadline, unavailable
 from api.deps import require_api_key
 from api.errors import document_errors
@@ -59,6 +61,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         install_client_fixes()  # schedule checks cached, cron planned by Debian cron's rules
+        logging.getLogger("api").setLevel(logging.INFO)  # our request lines (api/access_log.py)
         require_prefect_api()
         app.state.engine = engine or get_engine()
         app.state.prefect_writes = asyncio.Semaphore(4)
@@ -76,6 +79,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     )
     app.add_middleware(Deadline, seconds=lambda scope: _settings(scope).request_deadline_seconds)
     app.add_middleware(Gate, keys=_keys, demo=_demo)
+    app.add_middleware(AccessLog)  # added last: outermost, so it logs what the client got
     secured = [Depends(require_api_key)]
     app.include_router(health.router)
     if get_settings().demo_routes:  # DEMO_ROUTES: `make run`'s offline example, off otherwise
