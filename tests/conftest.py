@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,13 @@ from tests.utils.postgres import PostgresUnreachable, scratch_postgres  # noqa: 
 from tests.utils.prefect_cli import prefect_env  # noqa: E402
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The session's folder (databases, Prefect's home, worker log) goes with the session;
+    KEEP_TEST_FILES=1 keeps it to read the worker's log after a failure."""
+    if not os.environ.get("KEEP_TEST_FILES"):
+        shutil.rmtree(_TMP, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
