@@ -100,8 +100,23 @@ def worker_command(pool: str, worker_type: str | None = None) -> list[str]:
 
 
 def prefect(*args: str, env: dict[str, str]) -> None:
-    """Run a Prefect CLI command to completion, failing loudly."""
-    subprocess.run([sys.executable, "-m", "prefect", *args], env=env, check=True, cwd=PROJECT_DIR)
+    """Run a Prefect CLI command to completion, its output kept in `logs/setup.log`: Prefect's
+    deploy output tells the user to start a worker (ours is about to start) and to run
+    deployments without PREFECT_API_URL. On failure the output is shown and the stack stops."""
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", *args],
+        env=env,
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+    )
+    logs = logs_dir()
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / "setup.log", "a") as log:
+        log.write(f"$ prefect {' '.join(args)}\n{done.stdout}{done.stderr}\n")
+    if done.returncode != 0:
+        print(done.stdout + done.stderr, flush=True)
+        raise SystemExit(f"prefect {' '.join(args)} failed (code {done.returncode})")
 
 
 def wait_until_up(url: str, what: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
@@ -286,6 +301,7 @@ def main() -> None:
         asyncio.run(prepare_prefect(env))
         prefect("block", "register", "-m", "blocks", env=env)
         prefect("--no-prompt", "deploy", "--all", env=env)
+        print(f"  prefect.yaml's deployments registered (output: {logs_dir()}/setup.log)")
         print("Starting the worker and the API ...", flush=True)
         commands["worker"] = (worker_command(settings.work_pool_name), "worker", worker_env(env))
         procs.append(("worker", start(*commands["worker"])))

@@ -113,6 +113,10 @@ def test_the_stack_comes_up_and_ctrl_c_stops_everything(tmp_path):
         stack.send_signal(signal.SIGINT)
         output, _ = stack.communicate(timeout=60)
     assert "Stopped." in output
+    # Prefect's deploy output (start a worker; run without PREFECT_API_URL) is kept in a log.
+    assert "prefect.yaml's deployments registered" in output
+    assert "start a worker" not in output
+    assert "start a worker" in (tmp_path / "logs" / "setup.log").read_text()
     assert "worker exited with code -9; restarting it in 1s" in output
     assert "api restarted (restart 1)" in output
     assert [(pid, cmdline(pid)) for pid in started if alive(pid)] == []
