@@ -39,6 +39,7 @@ from sqlmodel import Session
 
 from db.crud import get_run_outcomes, outcome_totals
 from db.models import RunOutcome
+from deployments.descriptions import default_description
 from deployments.errors import (
     IdempotencyConflict,
     ScheduleExists,
@@ -436,11 +437,13 @@ def deployment_fields(
 ) -> dict[str, Any]:
     """The deployment a spec is, as the fields of Prefect's DeploymentCreate."""
     schedule = to_prefect_schedule(spec.timing)
+    parameters = params.model_dump(mode="json", exclude_none=True)
     fields: dict[str, Any] = {
         "name": spec.name,
-        "description": spec.description,
+        "description": spec.description
+        or default_description(pipeline.name, parameters, spec.timing),
         "entrypoint": pipeline.entrypoint,
-        "parameters": params.model_dump(mode="json", exclude_none=True),
+        "parameters": parameters,
         "parameter_openapi_schema": pipeline.parameter_schema(),
         "schedules": [
             DeploymentScheduleCreate(schedule=schedule, active=active, slug=spec.timing.type)

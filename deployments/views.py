@@ -16,6 +16,7 @@ from prefect.client.schemas.schedules import NoSchedule
 from pydantic import BaseModel, Field
 
 from db.models import RunOutcome
+from deployments.descriptions import default_description, given_description
 from deployments.job_template import retries_of
 from deployments.pipelines import Pipeline
 from deployments.prefect_schedules import from_prefect_schedule, next_fire_times
@@ -152,12 +153,14 @@ async def schedule_view(deployment: DeploymentResponse, pipeline: Pipeline) -> S
     options = deployment.concurrency_options
     paused = deployment.paused or not schedules_active(deployment)
     limit = deployment.global_concurrency_limit
+    timing = from_prefect_schedule(schedule.slug if schedule else None, prefect_schedule)
+    generated = default_description(pipeline.name, deployment.parameters, timing)
     return ScheduleView(
         name=deployment.name,
         pipeline=pipeline.name,
         deployment_id=deployment.id,
-        description=deployment.description or "",
-        timing=from_prefect_schedule(schedule.slug if schedule else None, prefect_schedule),
+        description=given_description(deployment.description, generated),
+        timing=timing,
         parameters=deployment.parameters,
         paused=paused,
         tags=[t for t in deployment.tags if t != pipeline.tag],

@@ -7,6 +7,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
 from tests.utils.factories import api_call_spec
@@ -198,6 +199,12 @@ def test_a_duplicate_name_is_refused_with_409(api, prefect_api_url):
     assert response.status_code == 409 and "dupe-name" in response.json()["detail"]
     assert deployment_count(prefect_api_url) == before
     assert api.get("/api/schedules/dupe-name").json()["description"] == ""
+    # Prefect's UI shows what it does instead of nothing (our API answers the user's "").
+    (stored,) = httpx.post(
+        f"{prefect_api_url}/deployments/filter",
+        json={"deployments": {"name": {"any_": ["dupe-name"]}}},
+    ).json()
+    assert stored["description"].startswith("GET https://example.com/"), stored["description"]
 
 
 def test_patch_changes_timing_in_place_and_keeps_pause(api, prefect_api_url):
