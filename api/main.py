@@ -20,6 +20,7 @@ from starlette.types import Scope
 from api.access_log import AccessLog
 from api.deadline import Deadline, unavailable
 from api.deps import require_api_key
+from api.docs import serve_docs
 from api.errors import document_errors
 from api.routes import crew, demo, health, jobs, records, runs, schedules
 from api.security import Gate
@@ -76,7 +77,10 @@ def create_app(engine: Engine | None = None) -> FastAPI:
         title="scheduled-pipelines",
         summary="Scheduled data pipelines and service jobs on Prefect 3.",
         lifespan=lifespan,
+        docs_url=None,  # served by api/docs.py, without a CDN
+        redoc_url=None,
     )
+    serve_docs(app)
     app.add_middleware(Deadline, seconds=lambda scope: _settings(scope).request_deadline_seconds)
     app.add_middleware(Gate, keys=_keys, demo=_demo)
     app.add_middleware(AccessLog)  # added last: outermost, so it logs what the client got

@@ -2,8 +2,8 @@
 is refused before FastAPI reads its body): with API_KEYS, every request but the public ones
 needs `Authorization: Bearer <key>` (401); without keys, only connections made to a loopback
 address are served (and /health, for load balancers), however the server was told where to
-listen (403). Public with keys: /health, the OpenAPI description and its pages, and the
-`/demo/...` routes when DEMO_ROUTES is on.
+listen (403). Public with keys: /health, the OpenAPI description and its pages (with their
+assets), and the `/demo/...` routes when DEMO_ROUTES is on.
 
 The settings refuse `API_HOST=0.0.0.0` without keys, but `uvicorn api.main:app --host
 0.0.0.0` bypasses `API_HOST`. Each connection's ASGI scope names the local address it
@@ -27,6 +27,8 @@ PUBLIC_WITHOUT_KEYS = frozenset({"/health"})
 PUBLIC_WITH_KEYS = frozenset(
     {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 )
+# The docs pages' own JavaScript and CSS (api/docs.py).
+DOCS_ASSETS_PREFIX = "/static/docs/"
 DEMO_PREFIX = "/demo/"
 MISSING_KEY = "missing or invalid API key"
 REFUSED = (
@@ -92,7 +94,11 @@ class Gate:
                 return None
             address = ":".join(map(str, scope["server"]))
             return JSONResponse({"detail": REFUSED.format(address=address)}, status_code=403)
-        public = path in PUBLIC_WITH_KEYS or (path.startswith(DEMO_PREFIX) and self.demo(scope))
+        public = (
+            path in PUBLIC_WITH_KEYS
+            or path.startswith(DOCS_ASSETS_PREFIX)
+            or (path.startswith(DEMO_PREFIX) and self.demo(scope))
+        )
         if public or key_accepted(keys, bearer_token(scope)):
             return None
         return JSONResponse(
