@@ -172,6 +172,8 @@ RUN_IN_ZYGOTE = Patch(
         "prefect.flow_engine:load_flow",
         # The warm worker writes a run's labels off its start (its own method, overridden).
         "prefect.workers.base:BaseWorker._give_worker_labels_to_flow_run",
+        # ... and skips the crash report of a run it handed back to Scheduled on stopping.
+        "prefect.workers.base:BaseWorker._propose_crashed_state",
     ),
 )
 SETTINGS_ENV_ONCE = Patch(

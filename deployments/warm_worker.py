@@ -29,16 +29,20 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import socket
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
+from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import get_current_settings
+from prefect.states import Scheduled
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
 
 from deployments.job_template import LOCKED, default_job_env, locked_job_template
@@ -323,11 +327,25 @@ async def run_in_zygote(
     (flow run id, control channel, settings, job variables) and the run's folder.
     """
     zygote = await ZYGOTES.current()
-    run = await zygote.fork(dict(env or os.environ), str(cwd) if cwd is not None else None)
-    if task_status is not None:
-        task_status.started(task_status_handler(run) if task_status_handler else run.pid)
-    await run.wait()
+    environment = dict(env or os.environ)
+    run = await zygote.fork(environment, str(cwd) if cwd is not None else None)
+    flow_run_id = environment.get(FLOW_RUN_ID_ENV)
+    if flow_run_id:
+        LIVE_RUNS[flow_run_id] = run
+    try:
+        if task_status is not None:
+            task_status.started(task_status_handler(run) if task_status_handler else run.pid)
+        await run.wait()
+    finally:
+        if flow_run_id:
+            LIVE_RUNS.pop(flow_run_id, None)
     return run
+
+
+# The run processes of this worker process that have not exited, by flow run id.
+LIVE_RUNS: dict[str, ForkedRun] = {}
+FLOW_RUN_ID_ENV = "PREFECT__FLOW_RUN_ID"
+HANDED_BACK = "Handed back: its worker stopped before the run started"
 
 
 class WarmProcessWorker(ProcessWorker):
@@ -379,10 +397,53 @@ class WarmProcessWorker(ProcessWorker):
         # The events listener runs in the runs' task group, which teardown waits for.
         self._events_scope.cancel()
         await asyncio.gather(*self._label_writes, return_exceptions=True)
+        with contextlib.suppress(Exception):  # a failed hand-back leaves Prefect's behaviour
+            await self._hand_back_unstarted_runs()
         try:
             await super().teardown(*exc_info)
         finally:
             await ZYGOTES.aclose()
+
+    async def _hand_back_unstarted_runs(self) -> None:
+        """Runs this worker claimed whose processes still wait for their time go back to
+        Scheduled at that time, for the next worker to take.
+
+        The worker claims runs up to WORKER_PREFETCH_SECONDS ahead; their processes are
+        Pending until Prefect lets them go Running at their time. Stopped now, they would
+        stay Pending for ever (no worker takes a Pending run, and a run sends heartbeats only
+        once it runs). Each such process is killed first, so it cannot start meanwhile; a run
+        that went Running in that moment is left to Prefect's crash handling.
+        """
+        self._handed_back: set[str] = set()
+        waiting = []
+        for flow_run_id, forked in list(LIVE_RUNS.items()):
+            flow_run = await self.client.read_flow_run(uuid.UUID(flow_run_id))
+            if flow_run.state is not None and flow_run.state.is_pending():
+                waiting.append((flow_run_id, forked))
+        for _, forked in waiting:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(forked.pid, signal.SIGKILL)
+        for flow_run_id, forked in waiting:
+            await forked.wait()
+            flow_run = await self.client.read_flow_run(uuid.UUID(flow_run_id))
+            if flow_run.state is None or not flow_run.state.is_pending():
+                continue
+            self._handed_back.add(flow_run_id)
+            await self.client.set_flow_run_state(
+                flow_run.id,
+                Scheduled(scheduled_time=flow_run.expected_start_time, message=HANDED_BACK),
+                force=True,
+            )
+            self._logger.info("Flow run %s handed back to Scheduled", flow_run_id)
+
+    async def _propose_crashed_state(
+        self, flow_run: FlowRun, message: str, client: PrefectClient | None = None
+    ) -> None:
+        """Prefect's crash report, but for a run handed back (its process was stopped on
+        purpose, and the run is Scheduled again)."""
+        if str(flow_run.id) in getattr(self, "_handed_back", ()):
+            return
+        await super()._propose_crashed_state(flow_run, message, client)
 
     async def _submit_on_scheduled_events(self) -> None:
         """Poll at once when Prefect says a run was scheduled in this pool (else: the loop)."""

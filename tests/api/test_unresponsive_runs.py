@@ -17,7 +17,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,12 @@ import httpx
 import pytest
 from prefect import get_client
 from prefect.client.schemas.actions import DeploymentUpdate
+from prefect.states import Scheduled
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from deployments.automations import MESSAGE, ensure_automation, unresponsive_runs_automation
 from deployments.stack import worker_command, worker_env
+from deployments.warm_worker import HANDED_BACK
 from deployments.work_pool import ensure_work_pool
 from tests.utils.factories import api_call_spec
 from tests.utils.http_source import Reply, serve_http_source
@@ -84,7 +86,13 @@ def lone_pool(prefect_api_url: str, tmp_path: Path) -> Iterator[tuple[str, Worke
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
     worker = subprocess.Popen(
         worker_command(pool),
-        env=worker_env(prefect_env(prefect_api_url, PREFECT_WORKER_QUERY_SECONDS="1")),
+        env=worker_env(
+            prefect_env(
+                prefect_api_url,
+                PREFECT_WORKER_QUERY_SECONDS="1",
+                PREFECT_WORKER_PREFETCH_SECONDS="60",  # as make run's warm worker
+            )
+        ),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -196,3 +204,42 @@ def test_every_run_of_the_pool_sends_heartbeats_the_automation_waits_three_of():
     automation = unresponsive_runs_automation()
     assert automation.trigger.within == timedelta(seconds=90)  # type: ignore[union-attr]
     assert automation.trigger.match_related.root == {}  # type: ignore[union-attr]  # every run
+
+
+def test_a_run_claimed_but_not_started_goes_back_to_scheduled_when_its_worker_stops(
+    api, lone_pool, prefect_api_url
+):
+    """Fault: the worker claims runs up to a minute ahead; stopped before one's time, the run
+    was left Pending for ever. Now it is Scheduled again, at its own time."""
+    pool, worker = lone_pool
+    with serve_http_source() as source:
+        source.route("/later", Reply(200, {"data": []}))
+        spec = api_call_spec("claimed-early", source.url, "/later")
+        assert api.post("/api/schedules", json=spec).status_code == 201
+        deployment_id = api.get("/api/schedules/claimed-early").json()["deployment_id"]
+        due = datetime.now(UTC) + timedelta(seconds=40)
+
+        async def create() -> str:
+            async with get_client() as client:
+                await client.update_deployment(deployment_id, DeploymentUpdate(work_pool_name=pool))
+                run = await client.create_flow_run_from_deployment(
+                    deployment_id, state=Scheduled(scheduled_time=due)
+                )
+                return str(run.id)
+
+        try:
+            run_id: str = run_coro_as_sync(create())
+            wait_until(
+                lambda: flow_run(prefect_api_url, run_id)["state_type"] == "PENDING",
+                "the worker claiming the run",
+                timeout=30,
+            )
+            worker.send_signal(signal.SIGINT)
+            assert worker.wait(timeout=30) == 0
+            run = flow_run(prefect_api_url, run_id)
+            assert run["state_type"] == "SCHEDULED", run
+            assert run["state"]["message"] == HANDED_BACK
+            assert datetime.fromisoformat(run["next_scheduled_start_time"]) == due
+            assert source.hits["/later"] == 0
+        finally:
+            api.delete("/api/schedules/claimed-early")
