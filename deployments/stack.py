@@ -182,22 +182,22 @@ def end_group(pgid: int, grace: float = 5.0) -> None:
         time.sleep(0.1)
 
 
-def stop(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
-    """SIGINT to each (a Prefect worker ignores one SIGTERM), then wait, then kill; then
-    whatever each left in its process group (each was started in a session of its own)."""
-    for _, proc in reversed(procs):
+def stop(procs: list[tuple[str, subprocess.Popen[bytes]]], seconds: float = 20) -> None:
+    """Stop each process in turn, the last started first: the API and the worker while the
+    Prefect server they talk to is still up (the worker hands back the runs it claimed),
+    then the server. SIGINT (a Prefect worker ignores one SIGTERM), `seconds` to stop, then
+    SIGKILL; then whatever it left in its process group (each was started in a session of
+    its own)."""
+    for name, proc in reversed(procs):
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + 20
-    for name, proc in reversed(procs):
         try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            proc.wait(timeout=seconds)
         except subprocess.TimeoutExpired:
             print(f"  {name} did not stop in time; killing it")
             with contextlib.suppress(OSError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    for _, proc in reversed(procs):
         end_group(proc.pid)
 
 
