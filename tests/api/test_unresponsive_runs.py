@@ -229,9 +229,13 @@ def test_a_run_claimed_but_not_started_goes_back_to_scheduled_when_its_worker_st
 
         try:
             run_id: str = run_coro_as_sync(create())
+            # Claimed, and its process started (waiting for its time): what is handed back.
             wait_until(
-                lambda: flow_run(prefect_api_url, run_id)["state_type"] == "PENDING",
-                "the worker claiming the run",
+                lambda: (
+                    (run := flow_run(prefect_api_url, run_id))["state_type"] == "PENDING"
+                    and run.get("infrastructure_pid")
+                ),
+                "the worker claiming the run and starting its process",
                 timeout=30,
             )
             worker.send_signal(signal.SIGINT)
