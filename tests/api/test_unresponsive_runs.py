@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -35,18 +34,12 @@ from deployments.work_pool import ensure_work_pool
 from tests.utils.factories import api_call_spec
 from tests.utils.http_source import Reply, serve_http_source
 from tests.utils.prefect_cli import prefect_env
+from tests.utils.runs import flow_run, wait_until
 
 pytestmark = pytest.mark.e2e
 
 WITHOUT_HEARTBEAT = timedelta(seconds=15)
 Worker = subprocess.Popen[bytes]
-
-
-def flow_run(api_url: str, run_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=30)
-    response.raise_for_status()
-    found: dict[str, Any] = response.json()
-    return found
 
 
 def heartbeats(api_url: str, run_id: str) -> int:
@@ -62,15 +55,6 @@ def heartbeats(api_url: str, run_id: str) -> int:
     )
     response.raise_for_status()
     return len(response.json()["events"])
-
-
-def wait_until(check: Any, what: str, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"{what} did not happen within {timeout:.0f}s")
 
 
 @pytest.fixture

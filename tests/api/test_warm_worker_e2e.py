@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from tests.utils.factories import api_call_spec
 from tests.utils.http_source import HttpSource, Reply, serve_http_source
 from tests.utils.prefect_cli import prefect_cli
-from tests.utils.runs import wait_for_run
+from tests.utils.runs import flow_run, wait_for_run, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -28,22 +27,6 @@ PRICES = {"data": [{"symbol": "BTC", "quote": {"usd": 64000}}]}
 def source() -> Iterator[HttpSource]:
     with serve_http_source() as source:
         yield source
-
-
-def flow_run(api_url: str, run_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=30)
-    response.raise_for_status()
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
-def wait_until(check: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout}s")
 
 
 def running_pid(api_url: str, run_id: str) -> int:

@@ -1,9 +1,11 @@
-"""Waiting on flow runs through our API."""
+"""Waiting on flow runs, through our API or Prefect's."""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
+
+import httpx
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
@@ -21,3 +23,22 @@ def wait_for_run(api: TestClient, run_id: str, timeout: float = 120) -> dict[str
             return run
         time.sleep(0.5)
     raise AssertionError(f"run {run_id} did not finish in {timeout}s: {run}")
+
+
+def flow_run(api_url: str, run_id: str) -> dict[str, Any]:
+    """A flow run as Prefect's API answers it (state, infrastructure pid, times)."""
+    response = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=30)
+    response.raise_for_status()
+    found: dict[str, Any] = response.json()
+    return found
+
+
+def wait_until(check: Any, what: str, timeout: float = 60, every: float = 0.2) -> Any:
+    """`check()`'s first truthy answer, polled every `every` s; AssertionError after
+    `timeout` s naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(every)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f}s")
