@@ -9,6 +9,7 @@ new one instead of keeping a stale text. Pure functions of the stored parameters
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -54,6 +55,75 @@ def timing_words(timing: Timing) -> str:
         case ManualTiming():
             return "on demand"
     return timing.type
+
+
+def slug_words(text: str) -> str:
+    """`America/New_York` -> `america-new-york`: what Prefect's UI accepts in a slug."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+_CRON_NUMBER = re.compile(r"^\d+$")
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _field_words(field: str, *, days: bool = False) -> str:
+    """One cron field: `*` -> `x`, `*/2` -> `every-2`, week days by name (`1-5` -> `mon-fri`)."""
+    if field == "*":
+        return "x"
+    text = field.replace("*/", "every-")
+    if days:
+        text = re.sub(r"(?<![/\d])[0-7](?!\d)", lambda m: _CRON_DAYS[int(m[0])], text)
+    return slug_words(text) or "x"
+
+
+def cron_words(cron: str) -> str:
+    """A cron expression in a slug's words: the common shapes by name, any other field by field
+    (`*` as `x`): `every-5-minutes`, `daily-0930`, `mon-fri-0900`, `0-9-1-x-x`."""
+    fields = cron.split()
+    if len(fields) != 5:
+        return slug_words(cron)
+    minute, hour, dom, month, dow = fields
+    rest = (dom, month, dow)
+    if rest == ("*", "*", "*") and hour == "*":
+        if minute == "*":
+            return "every-minute"
+        if step := re.fullmatch(r"\*/(\d+)", minute):
+            return f"every-{step[1]}-minutes"
+        if _CRON_NUMBER.match(minute):
+            return f"hourly-at-{int(minute):02d}"
+    if _CRON_NUMBER.match(minute) and _CRON_NUMBER.match(hour):
+        at = f"{int(hour):02d}{int(minute):02d}"
+        if rest == ("*", "*", "*"):
+            return f"daily-{at}"
+        if (dom, month) == ("*", "*"):
+            return f"{_field_words(dow, days=True)}-{at}"
+        if (month, dow) == ("*", "*") and _CRON_NUMBER.match(dom):
+            return f"monthly-day-{int(dom)}-{at}"
+    words = [_field_words(field) for field in fields[:4]]
+    return "-".join([*words, _field_words(dow, days=True)])
+
+
+def schedule_slug(timing: Timing) -> str:
+    """The label of a deployment's schedule in the Prefect UI: the timing's kind, what it does
+    and its time zone (`weekly-mon-thu-0730-america-new-york`). It starts with the kind and a
+    `-`: `prefect_schedules.timing_kind` reads the kind back from it."""
+    match timing:
+        case CronTiming(cron=cron):
+            words = cron_words(cron)
+        case IntervalTiming():
+            words = slug_words(period_words(timing.period))
+        case DailyTiming(at=at):
+            words = at.replace(":", "")
+        case WeeklyTiming(days=days, at=at):
+            words = f"{'-'.join(days)}-{at.replace(':', '')}"
+        case RRuleTiming(rrule=rule):
+            freq = re.search(r"FREQ=(\w+)", rule)
+            words = slug_words(freq[1]) if freq else "rule"
+        case OnceTiming(at=at):
+            words = f"{at:%Y-%m-%d-%H%M}"
+        case _:
+            words = "on-demand"
+    return f"{timing.type}-{words}-{slug_words(timing.timezone)}"
 
 
 def work_words(pipeline: str, parameters: dict[str, Any]) -> str:

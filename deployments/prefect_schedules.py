@@ -75,13 +75,20 @@ def to_prefect_schedule(timing: Timing) -> PrefectSchedule | None:
     raise TypeError(f"unknown timing {timing!r}")
 
 
-def from_prefect_schedule(kind: str | None, schedule: PrefectSchedule | None) -> Timing:
-    """The spec timing a deployment's schedule stands for; `kind` is the schedule's slug.
+def timing_kind(slug: str | None) -> str | None:
+    """The spec timing type a schedule's slug names: its first word (`weekly-mon-0730-utc` ->
+    `weekly`, see `descriptions.schedule_slug`; a bare `weekly` from earlier versions too)."""
+    return slug.split("-", 1)[0] if slug else None
+
+
+def from_prefect_schedule(slug: str | None, schedule: PrefectSchedule | None) -> Timing:
+    """The spec timing a deployment's schedule stands for; its `slug` names the timing kind.
 
     Reads Prefect's schedule rather than a copy of ours, so a change an operator makes in the
     UI shows in our answers; a schedule we cannot read as `kind` is reported as what it is.
     """
     tz = (schedule.timezone if schedule is not None else None) or "UTC"
+    kind = timing_kind(slug)
     match schedule:
         case None:
             return ManualTiming()

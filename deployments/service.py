@@ -39,7 +39,7 @@ from sqlmodel import Session
 
 from db.crud import get_run_outcomes, outcome_totals
 from db.models import RunOutcome
-from deployments.descriptions import default_description
+from deployments.descriptions import default_description, schedule_slug
 from deployments.errors import (
     IdempotencyConflict,
     ScheduleExists,
@@ -446,7 +446,9 @@ def deployment_fields(
         "parameters": parameters,
         "parameter_openapi_schema": pipeline.parameter_schema(),
         "schedules": [
-            DeploymentScheduleCreate(schedule=schedule, active=active, slug=spec.timing.type)
+            DeploymentScheduleCreate(
+                schedule=schedule, active=active, slug=schedule_slug(spec.timing)
+            )
         ]
         if schedule is not None
         else [],

@@ -28,6 +28,7 @@ from prefect.settings import (
     temporary_settings,
 )
 from pydantic import ValidationError
+from sqlalchemy.engine import Engine
 
 from deployments import prefect_patches
 from deployments.prefect_patches import (
@@ -92,15 +93,16 @@ def test_a_cron_string_is_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def run_python(*args: str, **env: str) -> str:
     """`python <args>` in the project, with `env` added to ours; its standard output."""
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, *args],
         cwd=PROJECT_DIR,
         env={**os.environ, **env},
         capture_output=True,
         text=True,
-        check=True,
         timeout=120,
-    ).stdout
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def client_tls(client: PrefectClient | SyncPrefectClient) -> ssl.SSLContext:
@@ -348,8 +350,11 @@ def test_a_second_install_changes_nothing() -> None:
     assert found["threads"].count("gc-off-the-loop") == 1
 
 
-def test_importing_the_api_patches_nothing_and_starting_it_caches_schedule_checks() -> None:
-    # The lifespan opens a Prefect client, which connects only on a request: no server needed.
+def test_importing_the_api_patches_nothing_and_starting_it_caches_schedule_checks(
+    sqlite_engine: Engine,
+) -> None:
+    # The lifespan opens a Prefect client, which connects only on a request: no server needed;
+    # it checks our (session's, migrated) database.
     found = run_probe(
         "from fastapi.testclient import TestClient\n"
         "import api.main\n"
