@@ -122,7 +122,7 @@ def schedule_slug(timing: Timing) -> str:
         case OnceTiming(at=at):
             words = f"{at:%Y-%m-%d-%H%M}"
         case _:
-            words = "on-demand"
+            return f"{timing.type}-on-demand"
     return f"{timing.type}-{words}-{slug_words(timing.timezone)}"
 
 
