@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,19 @@ def prefect_url() -> str:
 
 def logs_dir() -> Path:
     return get_settings().data_dir / "logs"
+
+
+def temp_dir() -> Path:
+    """The stack's TMPDIR: Prefect's runner leaves a `runner_storage` folder per flow-run
+    process there (not in /tmp); emptied each time the stack starts."""
+    return get_settings().data_dir / "tmp"
+
+
+def fresh_temp_dir() -> Path:
+    """`temp_dir()`, emptied: nothing of the stack runs while it starts."""
+    shutil.rmtree(temp_dir(), ignore_errors=True)
+    temp_dir().mkdir(parents=True)
+    return temp_dir()
 
 
 def stack_env() -> dict[str, str]:
@@ -67,6 +81,7 @@ def stack_env() -> dict[str, str]:
         DEMO_ROUTES=env.get("DEMO_ROUTES", "true"),
         # The crew scheduler calls our demo crew API unless one is configured.
         CREW_API_URL=settings.crew_api_url or f"{settings.public_api_url}/demo/run-crew",
+        TMPDIR=str(temp_dir()),
         SP_PROJECT_DIR=str(PROJECT_DIR),
         SP_PUBLIC_API_URL=settings.public_api_url,
         SP_WORK_POOL_NAME=settings.work_pool_name,
@@ -250,17 +265,20 @@ def supervise(
 
 
 async def prepare_prefect(env: dict[str, str]) -> None:
-    """The work pool and the automation that ends runs whose worker died, both idempotent."""
+    """The work pool, the automation that ends runs whose worker died (both idempotent), and
+    the pool's runs a previous stack left Pending back to Scheduled."""
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from deployments.automations import ensure_automation, unresponsive_runs_automation
-    from deployments.work_pool import ensure_work_pool
+    from deployments.work_pool import ensure_work_pool, hand_back_pending_runs
 
     with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
         async with get_client() as client:
             await ensure_work_pool(client)
             await ensure_automation(client, unresponsive_runs_automation())
+            if handed_back := await hand_back_pending_runs(client, get_settings().work_pool_name):
+                print(f"  {handed_back} run(s) left Pending by the last stop: Scheduled again")
 
 
 def main() -> None:
@@ -283,6 +301,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_signal)
     began = time.monotonic()
     try:
+        fresh_temp_dir()
         print("Starting the Prefect server ...", flush=True)
         commands["prefect server"] = (
             [

@@ -8,9 +8,17 @@ from typing import Any
 
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolCreate, WorkPoolUpdate
-from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    WorkPoolFilter,
+    WorkPoolFilterName,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import DeploymentSort
 from prefect.exceptions import ObjectNotFound
+from prefect.states import Scheduled
 
 from deployments.job_template import locked_job_template, locked_job_variables
 from deployments.prefect_api import PREFECT_PAGE
@@ -101,3 +109,30 @@ async def ensure_work_pool(
             WorkPoolUpdate(concurrency_limit=concurrency_limit, base_job_template=template),
         )
     await lock_job_variables(client, name)
+
+
+HALF_SUBMITTED = "handed back at start: its worker stopped before starting it"
+
+
+async def hand_back_pending_runs(client: PrefectClient, pool_name: str) -> int:
+    """Runs of `pool_name` left Pending (claimed, never started) go back to Scheduled at their
+    time; how many. Only for a pool none of whose workers runs: `make run` calls it before it
+    starts the pool's one worker. A worker that stops hands back what it claimed
+    (`WarmProcessWorker._hand_back_unstarted_runs`); this takes what a killed one, or the
+    moment between Prefect's Pending and the fork, left behind: no worker takes a Pending
+    run, and it sends no heartbeat for Prefect's crash automation to notice."""
+    pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[pool_name]))
+    pending = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING]))
+    )
+    runs = await client.read_flow_runs(
+        flow_run_filter=pending, work_pool_filter=pool, limit=PREFECT_PAGE
+    )
+    for run in runs:
+        await client.set_flow_run_state(
+            run.id,
+            Scheduled(scheduled_time=run.expected_start_time, message=HALF_SUBMITTED),
+            force=True,
+        )
+        logger.info("flow run %s (%s) %s", run.name, run.id, HALF_SUBMITTED)
+    return len(runs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -10,6 +11,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 _TMP = Path(tempfile.mkdtemp(prefix="sp-tests-"))
+# Every temporary file of the session and of the processes it starts (pytest's tmp_path,
+# Prefect's runner_storage, the worker's) lands in the session's folder, removed at the end.
+(_TMP / "tmp").mkdir()
+os.environ["TMPDIR"] = tempfile.tempdir = str(_TMP / "tmp")
+
+
+def _remove_session_folder() -> None:
+    """The session's folder (databases, Prefect's home, worker log) goes with the session;
+    KEEP_TEST_FILES=1 keeps it to read the worker's log after a failure. Registered before
+    Prefect's test harness registers its own clean-up (of a folder inside it): exit handlers
+    run last-registered first, so this one runs after it."""
+    if not os.environ.get("KEEP_TEST_FILES"):
+        shutil.rmtree(_TMP, ignore_errors=True)
+
+
+atexit.register(_remove_session_folder)
 # Before Prefect is imported: keep its state out of the home directory, and quiet.
 os.environ.setdefault("PREFECT_HOME", str(_TMP / "prefect-home"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -40,13 +57,6 @@ from tests.utils.postgres import PostgresUnreachable, scratch_postgres  # noqa: 
 from tests.utils.prefect_cli import prefect_env  # noqa: E402
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """The session's folder (databases, Prefect's home, worker log) goes with the session;
-    KEEP_TEST_FILES=1 keeps it to read the worker's log after a failure."""
-    if not os.environ.get("KEEP_TEST_FILES"):
-        shutil.rmtree(_TMP, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

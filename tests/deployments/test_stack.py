@@ -291,3 +291,5 @@ def test_ctrl_c_stops_everything_it_started(stack):
     assert "start a worker" not in output
     assert "start a worker" in (stack.data / "logs" / "setup.log").read_text()
     assert [(pid, cmdline(pid)) for pid in started if alive(pid)] == []
+    # Prefect's runner_storage folders of the flow runs stay in the stack's own TMPDIR.
+    assert list((stack.data / "tmp" / "runner_storage").iterdir())
