@@ -62,7 +62,6 @@ def slug_words(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-_CRON_NUMBER = re.compile(r"^\d+$")
 _CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -89,15 +88,15 @@ def cron_words(cron: str) -> str:
             return "every-minute"
         if step := re.fullmatch(r"\*/(\d+)", minute):
             return f"every-{step[1]}-minutes"
-        if _CRON_NUMBER.match(minute):
+        if minute.isdigit():
             return f"hourly-at-{int(minute):02d}"
-    if _CRON_NUMBER.match(minute) and _CRON_NUMBER.match(hour):
+    if minute.isdigit() and hour.isdigit():
         at = f"{int(hour):02d}{int(minute):02d}"
         if rest == ("*", "*", "*"):
             return f"daily-{at}"
         if (dom, month) == ("*", "*"):
             return f"{_field_words(dow, days=True)}-{at}"
-        if (month, dow) == ("*", "*") and _CRON_NUMBER.match(dom):
+        if (month, dow) == ("*", "*") and dom.isdigit():
             return f"monthly-day-{int(dom)}-{at}"
     words = [_field_words(field) for field in fields[:4]]
     return "-".join([*words, _field_words(dow, days=True)])

@@ -24,6 +24,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.states import Scheduled
 
 # Prefect's list endpoints return at most this many items per call.
 PREFECT_PAGE = 200
@@ -111,6 +112,16 @@ async def _post_deployment(
 def runs_filter(states: list[StateType]) -> FlowRunFilter:
     """Flow runs in any of `states`."""
     return FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states)))
+
+
+async def reschedule_at_its_time(client: PrefectClient, flow_run: FlowRun, message: str) -> None:
+    """A claimed run that never started back to Scheduled at the time it was due, for a worker
+    to take again (forced: Prefect allows no Pending -> Scheduled otherwise)."""
+    await client.set_flow_run_state(
+        flow_run.id,
+        Scheduled(scheduled_time=flow_run.expected_start_time, message=message),
+        force=True,
+    )
 
 
 async def read_runs(

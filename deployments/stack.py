@@ -42,11 +42,10 @@ def temp_dir() -> Path:
     return get_settings().data_dir / "tmp"
 
 
-def fresh_temp_dir() -> Path:
+def empty_temp_dir() -> None:
     """`temp_dir()`, emptied: nothing of the stack runs while it starts."""
     shutil.rmtree(temp_dir(), ignore_errors=True)
     temp_dir().mkdir(parents=True)
-    return temp_dir()
 
 
 def stack_env() -> dict[str, str]:
@@ -301,7 +300,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_signal)
     began = time.monotonic()
     try:
-        fresh_temp_dir()
+        empty_temp_dir()
         print("Starting the Prefect server ...", flush=True)
         commands["prefect server"] = (
             [

@@ -42,10 +42,10 @@ import anyio.abc
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import get_current_settings
-from prefect.states import Scheduled
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
 
 from deployments.job_template import LOCKED, default_job_env, locked_job_template
+from deployments.prefect_api import reschedule_at_its_time
 from deployments.prefect_patches import (
     FLOW_ENTRYPOINT_ENV,
     compute_settings_env_once,
@@ -429,11 +429,7 @@ class WarmProcessWorker(ProcessWorker):
             if flow_run.state is None or not flow_run.state.is_pending():
                 continue
             self._handed_back.add(flow_run_id)
-            await self.client.set_flow_run_state(
-                flow_run.id,
-                Scheduled(scheduled_time=flow_run.expected_start_time, message=HANDED_BACK),
-                force=True,
-            )
+            await reschedule_at_its_time(self.client, flow_run, HANDED_BACK)
             self._logger.info("Flow run %s handed back to Scheduled", flow_run_id)
 
     async def _propose_crashed_state(

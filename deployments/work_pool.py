@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import itertools
 import logging
+import uuid
 from typing import Any
 
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolCreate, WorkPoolUpdate
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-    WorkPoolFilter,
-    WorkPoolFilterName,
-)
+from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import DeploymentSort
 from prefect.exceptions import ObjectNotFound
-from prefect.states import Scheduled
 
 from deployments.job_template import locked_job_template, locked_job_variables
-from deployments.prefect_api import PREFECT_PAGE
+from deployments.prefect_api import PREFECT_PAGE, reschedule_at_its_time, runs_filter
 from deployments.warm_worker import WORKER_TYPE, WarmProcessWorker
 from settings import get_settings
 
@@ -122,17 +116,16 @@ async def hand_back_pending_runs(client: PrefectClient, pool_name: str) -> int:
     moment between Prefect's Pending and the fork, left behind: no worker takes a Pending
     run, and it sends no heartbeat for Prefect's crash automation to notice."""
     pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[pool_name]))
-    pending = FlowRunFilter(
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING]))
-    )
-    runs = await client.read_flow_runs(
-        flow_run_filter=pending, work_pool_filter=pool, limit=PREFECT_PAGE
-    )
-    for run in runs:
-        await client.set_flow_run_state(
-            run.id,
-            Scheduled(scheduled_time=run.expected_start_time, message=HALF_SUBMITTED),
-            force=True,
-        )
-        logger.info("flow run %s (%s) %s", run.name, run.id, HALF_SUBMITTED)
-    return len(runs)
+    handed_back: set[uuid.UUID] = set()
+    # Each page's runs leave Pending, so the next page is the first one again; a run that
+    # came back (it could not be moved) ends the loop instead of repeating it.
+    while runs := await client.read_flow_runs(
+        flow_run_filter=runs_filter([StateType.PENDING]), work_pool_filter=pool, limit=PREFECT_PAGE
+    ):
+        if handed_back.intersection(run.id for run in runs):
+            break
+        for run in runs:
+            await reschedule_at_its_time(client, run, HALF_SUBMITTED)
+            handed_back.add(run.id)
+            logger.info("flow run %s (%s) %s", run.name, run.id, HALF_SUBMITTED)
+    return len(handed_back)

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ from settings import PROJECT_DIR
 from tests.utils.http_source import HttpSource, Reply, serve_http_source
 from tests.utils.ports import free_port
 from tests.utils.readme import Command, commands
-from tests.utils.runs import FINAL_STATES, wait_until
+from tests.utils.runs import FINAL_STATES, flow_run, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -67,13 +68,22 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def split_assignments(words: list[str]) -> tuple[dict[str, str], list[str]]:
+    """`A=1 B=2 make run` -> ({"A": "1", "B": "2"}, ["make", "run"])."""
+    env: dict[str, str] = {}
+    while words and "=" in words[0] and not words[0].startswith("="):
+        name, value = words[0].split("=", 1)
+        env[name], words = value, words[1:]
+    return env, words
+
+
 def make_run_env(document: list[Command]) -> dict[str, str]:
     """The variables the README sets on its `make run` lines (`EMAIL_SERVICE_URL=... make run`)."""
     env: dict[str, str] = {}
     for command in document:
-        words = command.words
-        if words[-2:] == ["make", "run"]:
-            env.update(word.split("=", 1) for word in words[:-2])  # type: ignore[misc]
+        assignments, words = split_assignments(command.words)
+        if words == ["make", "run"]:
+            env.update(assignments)
     return env
 
 
@@ -194,27 +204,22 @@ def run_as_written(stack: Stack, command: Command, home: Path) -> str:
     shown = f"{command}\nexit {done.returncode}\n{done.stdout}\n{done.stderr}"
     assert done.returncode == 0, shown
     for run_id in set(UUID.findall(done.stdout + done.stderr)):
-        found = httpx.get(f"{stack.prefect_api}/flow_runs/{run_id}", timeout=30)
-        if found.status_code != 200:
+        if httpx.get(f"{stack.prefect_api}/flow_runs/{run_id}", timeout=30).status_code != 200:
             continue  # a deployment's or a record's id
-        run = wait_until(
-            lambda run_id=run_id: (
-                (r := httpx.get(f"{stack.prefect_api}/flow_runs/{run_id}", timeout=30).json())
-                and r["state_type"] in FINAL_STATES
-                and r
-            ),
-            f"flow run {run_id} of {command} finishing",
-            timeout=120,
-            every=0.5,
-        )
+
+        def finished(run_id: str = run_id) -> dict[str, Any] | None:
+            run = flow_run(stack.prefect_api, run_id)
+            return run if run["state_type"] in FINAL_STATES else None
+
+        run = wait_until(finished, f"flow run {run_id} of {command} finishing", 120, 0.5)
         assert run["state_type"] == "COMPLETED", f"{shown}\nrun {run_id}: {run['state']}"
     return done.stdout
 
 
 def runnable(command: Command) -> Command | None:
     """What the test runs for a README command; None for the ones it is itself."""
-    words = command.words
-    if "make" in words:  # `make run`: the stack under test; `make test`: the suite running this
+    words = split_assignments(command.words)[1]
+    if words[0] == "make":  # `make run`: the stack under test; `make test`: the suite running this
         return None
     if words[0] == ".venv/bin/pytest":  # the suite, or part of it
         return None
