@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +23,24 @@ def normalise_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def parse_workspace_keys(raw: str) -> dict[str, frozenset[str]]:
+    """WORKSPACE_KEYS' JSON object of key -> workspace ids; ValueError (never showing a key)
+    when it is not one."""
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        raise ValueError("WORKSPACE_KEYS is not JSON") from None
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str)
+        and k.strip()
+        and isinstance(v, list)
+        and all(isinstance(w, str) and w for w in v)
+        for k, v in parsed.items()
+    ):
+        raise ValueError('WORKSPACE_KEYS must be {"<key>": ["<workspace id>", ...], ...}')
+    return {k.strip(): frozenset(v) for k, v in parsed.items()}
 
 
 class Settings(BaseSettings):
@@ -81,6 +100,22 @@ class Settings(BaseSettings):
     crew_schedule_name: str = "crew-scheduler"
     crew_scheduler_interval_minutes: int = Field(default=60, ge=1)
 
+    # The newsletter pipeline: where Reddit's public JSON listings are read (tests point it
+    # at a local fake), and the SMTP server issues go through when a job names no SmtpServer
+    # block (SMTP_SECURITY: none | starttls | ssl), over this many reused connections.
+    reddit_base_url: str = "https://www.reddit.com"
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = None
+    smtp_security: Literal["none", "starttls", "ssl"] = "starttls"
+    smtp_connections: int = Field(default=4, ge=1, le=50)
+    # Keys bound to workspaces, as JSON: WORKSPACE_KEYS='{"<key>": ["<workspace id>", ...]}'.
+    # Such a key reaches only the newsletter routes, and only its workspaces there; the
+    # API_KEYS are admin keys (every route, every workspace).
+    workspace_keys: SecretStr | None = None
+
     # A request of our API not answered within this gets 503 + Retry-After (api/deadline.py).
     request_deadline_seconds: float = Field(default=30.0, gt=0)
     # The /demo routes (a price feed and crew API for the offline example); `make run` turns
@@ -95,11 +130,24 @@ class Settings(BaseSettings):
     def _normalise_url(cls, value: str) -> str:
         return normalise_database_url(value)
 
+    @field_validator("workspace_keys")
+    @classmethod
+    def _workspace_keys_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_workspace_keys(value.get_secret_value())
+        return value
+
     @model_validator(mode="after")
     def _refuse_open_doors(self) -> Settings:
         """Nothing of ours listens off loopback without its credentials."""
         doors = [
-            (self.api_host, bool(self.api_key_list), "API_KEYS", "API_HOST", ""),
+            (
+                self.api_host,
+                bool(self.api_key_list or self.workspace_key_map),
+                "API_KEYS",
+                "API_HOST",
+                "",
+            ),
             (
                 self.prefect_host,
                 bool(self.prefect_server_api_auth_string),
@@ -146,6 +194,13 @@ class Settings(BaseSettings):
         if not self.service_allowlist:
             return []
         return [p.strip() for p in self.service_allowlist.split(",") if p.strip()]
+
+    @property
+    def workspace_key_map(self) -> dict[str, frozenset[str]]:
+        """WORKSPACE_KEYS: each key and the workspaces it reaches."""
+        if self.workspace_keys is None:
+            return {}
+        return parse_workspace_keys(self.workspace_keys.get_secret_value())
 
     @property
     def api_key_list(self) -> list[str]:

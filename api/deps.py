@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -91,7 +92,7 @@ def require_api_key(
     `api.security.Gate` refuses such requests before they reach a route; this check puts the
     bearer scheme in the OpenAPI description and holds for any route mounted without it."""
     keys = settings.api_key_list
-    if not keys:
+    if not keys and not settings.workspace_key_map:
         return
     if not key_accepted(keys, credentials.credentials if credentials else ""):
         raise HTTPException(
@@ -99,3 +100,61 @@ def require_api_key(
             detail=MISSING_KEY,
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+@dataclass(frozen=True)
+class Access:
+    """The workspaces a request may see and change: every one (None: an admin key, or no keys
+    configured), or those its WORKSPACE_KEYS key is bound to."""
+
+    workspaces: frozenset[str] | None
+
+    def sees(self, workspace_id: str) -> bool:
+        return self.workspaces is None or workspace_id in self.workspaces
+
+    def require(self, workspace_id: str) -> None:
+        """403 unless the request may act on `workspace_id` (a list or write naming it)."""
+        if not self.sees(workspace_id):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"this key has no access to workspace {workspace_id!r}",
+            )
+
+
+def get_access(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Access:
+    """Who the request is, for the workspace-scoped routes (the Gate let only known keys in)."""
+    keys, bound = settings.api_key_list, settings.workspace_key_map
+    if not keys and not bound:
+        return Access(None)
+    given = credentials.credentials if credentials else ""
+    if key_accepted(keys, given):
+        return Access(None)
+    for key, workspaces in bound.items():
+        if key_accepted([key], given):
+            return Access(workspaces)
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=MISSING_KEY, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+AccessDep = Annotated[Access, Depends(get_access)]
+
+
+def get_newsletter_service(
+    request: Request, client: PrefectClientDep, engine: EngineDep, settings: SettingsDep
+) -> ScheduleService:
+    """The newsletter scheduler's jobs: schedules of the newsletter pipeline only."""
+    return ScheduleService(
+        client,
+        engine,
+        settings.work_pool_name,
+        writes=request.app.state.prefect_writes,
+        pipeline="newsletter",
+        noun="job",
+    )
+
+
+NewsletterServiceDep = Annotated[ScheduleService, Depends(get_newsletter_service)]

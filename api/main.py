@@ -22,7 +22,18 @@ from api.deadline import Deadline, unavailable
 from api.deps import require_api_key
 from api.docs import serve_docs
 from api.errors import document_errors
-from api.routes import crew, demo, health, jobs, records, runs, schedules
+from api.routes import (
+    crew,
+    demo,
+    health,
+    jobs,
+    newsletter_scheduler,
+    newsletters,
+    records,
+    runs,
+    schedules,
+    workspaces,
+)
 from api.security import Gate
 from db.engine import DatabaseMissing, get_engine
 from deployments.errors import IdempotencyConflict, ScheduleExists, ScheduleNotFound, SpecError
@@ -50,6 +61,10 @@ def _settings(scope: Scope) -> Settings:
 
 def _keys(scope: Scope) -> list[str]:
     return _settings(scope).api_key_list
+
+
+def _workspace_keys(scope: Scope) -> list[str]:
+    return list(_settings(scope).workspace_key_map)
 
 
 def _demo(scope: Scope) -> bool:
@@ -82,7 +97,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     )
     serve_docs(app)
     app.add_middleware(Deadline, seconds=lambda scope: _settings(scope).request_deadline_seconds)
-    app.add_middleware(Gate, keys=_keys, demo=_demo)
+    app.add_middleware(Gate, keys=_keys, demo=_demo, workspace_keys=_workspace_keys)
     app.add_middleware(AccessLog)  # added last: outermost, so it logs what the client got
     secured = [Depends(require_api_key)]
     app.include_router(health.router)
@@ -90,6 +105,10 @@ def create_app(engine: Engine | None = None) -> FastAPI:
         app.include_router(demo.router)
     for router in (schedules.router, runs.router, records.router, jobs.router, crew.router):
         app.include_router(router, dependencies=secured)
+    # Workspace-scoped: each route checks the caller's workspaces (api.deps.AccessDep).
+    for router in (newsletter_scheduler.router, workspaces.router, newsletters.router):
+        app.include_router(router)
+    app.include_router(workspaces.unsubscribe_router)
 
     document_errors(app)
 

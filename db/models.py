@@ -122,3 +122,108 @@ class CrewResponse(CrewResponseBase, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
+
+
+# -- the newsletter pipeline ------------------------------------------------------------------
+
+
+class NewsletterSource(SQLModel, table=True):
+    """One content source of a workspace (a feed, a subreddit, an HTML page), in list order."""
+
+    __tablename__ = "newsletter_sources"
+    __table_args__ = (
+        sa.UniqueConstraint("workspace_id", "position", name="uq_newsletter_sources_position"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: str = Field(max_length=64, index=True)
+    position: int
+    type: str = Field(max_length=20)
+    config: dict[str, Any] = Field(sa_type=JSONType)
+    created_at: datetime = _aware(default_factory=utcnow)
+
+
+class Subscriber(SQLModel, table=True):
+    """A workspace's subscriber; the address is stored lower-cased, unique per workspace."""
+
+    __tablename__ = "subscribers"
+    __table_args__ = (
+        sa.UniqueConstraint("workspace_id", "email", name="uq_subscribers_workspace_email"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: str = Field(max_length=64, index=True)
+    email: str = Field(max_length=320)
+    name: str | None = Field(default=None, max_length=200)
+    status: str = Field(max_length=20)  # active | unsubscribed
+    # The secret of the subscriber's one-click unsubscribe link (List-Unsubscribe).
+    token: str = Field(max_length=64, unique=True, default_factory=lambda: uuid.uuid4().hex)
+    created_at: datetime = _aware(default_factory=utcnow)
+    updated_at: datetime = _aware(default_factory=utcnow)
+
+
+class Newsletter(SQLModel, table=True):
+    """One issue, made by one flow run (its retries reuse it): what was generated and sent."""
+
+    __tablename__ = "newsletters"
+
+    id: int | None = Field(default=None, primary_key=True)
+    flow_run_id: uuid.UUID = Field(unique=True)
+    job_id: uuid.UUID | None = Field(default=None, index=True)
+    job_name: str = Field(max_length=200)
+    workspace_id: str = Field(max_length=64, index=True)
+    subject: str = Field(max_length=500)
+    html: str = Field(sa_type=sa.Text)
+    text: str = Field(sa_type=sa.Text)
+    items_used: int = 0
+    test_mode: bool = False
+    created_at: datetime = _aware(default_factory=utcnow, index=True)
+
+
+class NewsletterItem(SQLModel, table=True):
+    """A scraped item an issue carries, in its order."""
+
+    __tablename__ = "newsletter_items"
+    __table_args__ = (
+        sa.UniqueConstraint("newsletter_id", "position", name="uq_newsletter_items_position"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    newsletter_id: int = Field(foreign_key="newsletters.id", ondelete="CASCADE", index=True)
+    position: int
+    title: str = Field(sa_type=sa.Text)
+    url: str = Field(sa_type=sa.Text)
+    source: str = Field(max_length=20)
+    source_label: str = Field(sa_type=sa.Text)
+    published_at: datetime | None = _aware(default=None)
+    summary: str = Field(default="", sa_type=sa.Text)
+    author: str | None = Field(default=None, max_length=200)
+
+
+class Delivery(SQLModel, table=True):
+    """The ledger: one row per issue and recipient, claimed before sending, marked after the 250.
+
+    status: queued -> sending (claimed by one attempt of the run) -> sent | failed.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("newsletter_id", "email", name="uq_deliveries_newsletter_email"),
+        sa.Index("ix_deliveries_newsletter_status", "newsletter_id", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    newsletter_id: int = Field(foreign_key="newsletters.id", ondelete="CASCADE")
+    # None for a test recipient (an address in the job's config, not a subscriber).
+    subscriber_id: int | None = Field(
+        default=None, foreign_key="subscribers.id", ondelete="SET NULL"
+    )
+    email: str = Field(max_length=320)
+    name: str | None = Field(default=None, max_length=200)
+    status: str = Field(default="queued", max_length=20)
+    claim: str | None = Field(default=None, max_length=64)
+    attempts: int = 0
+    smtp_code: int | None = None
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    sent_at: datetime | None = _aware(default=None)
+    updated_at: datetime = _aware(default_factory=utcnow)

@@ -10,7 +10,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 # Our own bookkeeping tables: never a destination.
-INTERNAL_TABLES = frozenset({"run_outcomes", "alembic_version"})
+INTERNAL_TABLES = frozenset(
+    {
+        "run_outcomes",
+        "alembic_version",
+        "newsletter_sources",
+        "subscribers",
+        "newsletters",
+        "newsletter_items",
+        "deliveries",
+    }
+)
 
 Part = Literal["table", "fields", "key_columns"]
 

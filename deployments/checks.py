@@ -13,14 +13,17 @@ import sqlalchemy as sa
 from prefect import get_client
 from prefect.exceptions import ObjectNotFound
 
-from blocks.base import BlockNotFound
+from blocks.base import BlockNotFound, load_block
+from blocks.chat_model import ChatModel
 from blocks.crew import resolve_crew_api, resolve_user_table
 from blocks.destination import resolve_destination_engine
 from blocks.secret_headers import shown_in_clear
+from blocks.smtp import SmtpServer
 from db.schema import table_problems
 from deployments.errors import FieldErrors, field_error
 from flows.api_call_params import ApiCallParameters
 from flows.crew_params import CrewParameters
+from flows.newsletter_params import NewsletterParameters
 from flows.service_job_params import ServiceJobParameters, resolve_service_url
 from settings import get_settings
 
@@ -116,4 +119,28 @@ async def check_crew(params: CrewParameters) -> FieldErrors:
         errors.append(error(("users",), str(exc)))
     except (LookupError, sa.exc.SQLAlchemyError) as exc:
         errors.append(error(("users",), f"cannot read users of block {params.users!r}: {exc}"))
+    return errors
+
+
+async def check_newsletter(params: NewsletterParameters) -> FieldErrors:
+    """The blocks the job names exist, and it has an SMTP server when it sends for real."""
+    config = params.config
+    errors: FieldErrors = []
+    for field, block_type in (("chat_model", ChatModel), ("smtp_server", SmtpServer)):
+        name = getattr(config, field)
+        if name is None:
+            continue
+        try:
+            await load_block(block_type, name)
+        except BlockNotFound as exc:
+            errors.append(error(("config", field), str(exc)))
+    settings = get_settings()
+    sends = "send" in params.actions and (not config.test_mode or config.test_recipients)
+    if sends and config.smtp_server is None and not (settings.smtp_host and settings.smtp_from):
+        errors.append(
+            error(
+                ("config", "smtp_server"),
+                "no SMTP server: name an SmtpServer block, or set SMTP_HOST and SMTP_FROM",
+            )
+        )
     return errors

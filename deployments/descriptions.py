@@ -136,6 +136,9 @@ def work_words(pipeline: str, parameters: dict[str, Any]) -> str:
         return "users with a context or goal → the crew API → crew_responses"
     if pipeline == "service_job":
         return f"POST {parameters.get('service', '?')}{parameters.get('endpoint', '')}"
+    if pipeline == "newsletter":
+        actions = " → ".join(parameters.get("actions") or ["scrape", "generate", "send"])
+        return f"newsletter of workspace {parameters.get('workspace_id', '?')}: {actions}"
     return pipeline
 
 

@@ -11,11 +11,18 @@ from prefect.utilities.callables import parameter_schema
 from prefect.utilities.importtools import import_object
 from pydantic import BaseModel
 
-from deployments.checks import check_crew, check_destination, check_secret_headers, check_service
+from deployments.checks import (
+    check_crew,
+    check_destination,
+    check_newsletter,
+    check_secret_headers,
+    check_service,
+)
 from deployments.errors import FieldErrors
 from deployments.spec import PIPELINE_NAMES
 from flows.api_call_params import ApiCallParameters
 from flows.crew_params import CrewParameters
+from flows.newsletter_params import NewsletterParameters
 from flows.service_job_params import ServiceJobParameters
 
 Check = Callable[[Any], Awaitable[FieldErrors]]
@@ -67,6 +74,13 @@ PIPELINES: dict[str, Pipeline] = {
         entrypoint="flows.service_job.service_job",
         parameters=ServiceJobParameters,
         checks=(check_service,),
+    ),
+    "newsletter": Pipeline(
+        name="newsletter",
+        flow_name="newsletter",
+        entrypoint="flows.newsletter.newsletter",
+        parameters=NewsletterParameters,
+        checks=(check_newsletter,),
     ),
 }
 if tuple(PIPELINES) != PIPELINE_NAMES:  # the spec validates names without importing this

@@ -161,6 +161,17 @@ class ScheduleService:
             raise ScheduleNotFound(name, self.noun)
         return deployment, pipeline
 
+    async def by_id(self, deployment_id: uuid.UUID) -> DeploymentResponse:
+        """The deployment of one of this service's schedules by its id (a compatible API's
+        job id); ScheduleNotFound for another pipeline's or none."""
+        try:
+            deployment = await self.client.read_deployment(deployment_id)
+        except ObjectNotFound:
+            raise ScheduleNotFound(str(deployment_id), self.noun) from None
+        if self.pipeline is not None and pipeline_of(deployment).name != self.pipeline:
+            raise ScheduleNotFound(str(deployment_id), self.noun)
+        return deployment
+
     def _outcomes(self, runs: Sequence[FlowRun]) -> dict[uuid.UUID, RunOutcome]:
         with Session(self.engine) as session:
             return get_run_outcomes(session, (r.id for r in runs))

@@ -25,7 +25,7 @@ HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # The pipelines a schedule can run (deployments/pipelines.py says what each is, and checks
 # that it defines exactly these): named here so the spec validates without importing them.
-PIPELINE_NAMES = ("api_call", "crew", "service_job")
+PIPELINE_NAMES = ("api_call", "crew", "service_job", "newsletter")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 

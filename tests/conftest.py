@@ -36,11 +36,24 @@ os.environ["WORK_POOL_NAME"] = "test-pipelines"
 os.environ["WORK_POOL_CONCURRENCY"] = "4"
 os.environ.pop("API_KEYS", None)
 
-from tests.utils.services import CREW_API_PORT, CREW_API_URL, EMAIL_SERVICE_URL  # noqa: E402
+from tests.utils.services import (  # noqa: E402
+    CREW_API_PORT,
+    CREW_API_URL,
+    EMAIL_SERVICE_URL,
+    REDDIT_BASE_URL,
+    SMTP_FROM,
+    SMTP_PORT,
+)
 
 # The fake services' URLs; the worker and the flow processes inherit them.
 os.environ["EMAIL_SERVICE_URL"] = EMAIL_SERVICE_URL
 os.environ["CREW_API_URL"] = CREW_API_URL
+os.environ["REDDIT_BASE_URL"] = REDDIT_BASE_URL
+os.environ.update(
+    SMTP_HOST="127.0.0.1", SMTP_PORT=str(SMTP_PORT), SMTP_FROM=SMTP_FROM, SMTP_SECURITY="none"
+)
+for _name in ("SMTP_USERNAME", "SMTP_PASSWORD", "WORKSPACE_KEYS"):
+    os.environ.pop(_name, None)
 
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -129,7 +142,17 @@ def any_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
 
 def _empty_tables(engine: Engine) -> None:
     with engine.begin() as conn:
-        for table in ("api_records", "run_outcomes", "crew_responses", "users"):
+        for table in (
+            "api_records",
+            "run_outcomes",
+            "crew_responses",
+            "users",
+            "deliveries",
+            "newsletter_items",
+            "newsletters",
+            "subscribers",
+            "newsletter_sources",
+        ):
             conn.execute(sa.text(f"DELETE FROM {table}"))
 
 

@@ -1,0 +1,132 @@
+"""Mailing one issue through the ledger: claim the unsent rows, send, record each answer.
+
+`deliver` is the send task's work, apart from Prefect so the benchmark measures exactly it.
+The server's answers are written by a group-commit writer: each 250 is queued at once and
+written with the others that arrived meanwhile (one UPDATE per batch, every few
+milliseconds), so sending never waits on the database and a crash can lose only the last
+batch's marks; those rows stay `sending` and the next attempt sends them again. Each message
+carries a Message-ID made of the issue and the ledger row, the same on every attempt, so
+what a crash makes us send twice is recognisable as one message downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from email.utils import parseaddr
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from db.models import utcnow
+from db.newsletter import Claimed, Mark, mark_deliveries
+from flows.newsletter_mail import Outgoing, Result, SendTotals, SmtpConfig, build_message, send_all
+from flows.newsletter_render import personalise
+
+# How often the writer records the answers that arrived (seconds): the most a crash loses.
+FLUSH_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class Letter:
+    """What every message of an issue shares."""
+
+    newsletter_id: int
+    subject: str
+    html: str
+    text: str
+    unsubscribe_base: str  # e.g. http://host/api/v1/unsubscribe
+
+
+class LedgerWriter:
+    """Records send results in the ledger in batches, off the event loop (group commit)."""
+
+    def __init__(self, engine: Engine, claim: str, flush_seconds: float = FLUSH_SECONDS):
+        self.engine = engine
+        self.claim = claim
+        self.flush_seconds = flush_seconds
+        self.pending: list[Mark] = []
+        self.written = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def record(self, result: Result) -> None:
+        """Queue one answer (called by the sender for each message, exactly once)."""
+        self.pending.append(
+            Mark(result.key, result.status, result.code, result.answer, result.attempts, utcnow())
+        )
+
+    def _write(self, marks: list[Mark]) -> None:
+        with self.engine.begin() as conn:
+            mark_deliveries(conn, self.claim, marks)
+
+    async def flush(self) -> None:
+        marks, self.pending = self.pending, []
+        if marks:
+            await asyncio.to_thread(self._write, marks)
+            self.written += len(marks)
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.flush_seconds)
+            await self.flush()
+
+    async def __aenter__(self) -> LedgerWriter:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+        await self.flush()
+
+
+def message_domain(from_address: str) -> str:
+    """The domain Message-IDs are made in: the sender's."""
+    address = parseaddr(from_address)[1]
+    return address.rpartition("@")[2] or "localhost"
+
+
+def outgoing(letter: Letter, rows: Sequence[Claimed], from_address: str) -> Iterator[Outgoing]:
+    """One personalised message per claimed row, built as the sender takes it."""
+    domain = message_domain(from_address)
+    for row in rows:
+        unsubscribe = f"{letter.unsubscribe_base}/{row.token or 'test'}"
+        message = build_message(
+            from_address=from_address,
+            to_address=row.email,
+            to_name=row.name,
+            subject=letter.subject,
+            html=personalise(letter.html, name=row.name, unsubscribe_url=unsubscribe, html=True),
+            text=personalise(letter.text, name=row.name, unsubscribe_url=unsubscribe),
+            message_id=f"<nl{letter.newsletter_id}.d{row.id}@{domain}>",
+            list_unsubscribe=unsubscribe if row.token else None,
+        )
+        yield Outgoing(key=row.id, to_address=row.email, message=message)
+
+
+async def deliver(
+    engine: Engine,
+    letter: Letter,
+    rows: Sequence[Claimed],
+    smtp: SmtpConfig,
+    *,
+    claim: str,
+    connections: int,
+    pace: Callable[[int], Awaitable[Any]] | None = None,
+    retry_delay: float = 1.0,
+) -> SendTotals:
+    """Send the claimed rows' messages and record every answer in the ledger."""
+    async with LedgerWriter(engine, claim) as writer:
+        return await send_all(
+            smtp,
+            outgoing(letter, rows, smtp.from_address),
+            connections=connections,
+            on_result=writer.record,
+            pace=pace,
+            retry_delay=retry_delay,
+        )

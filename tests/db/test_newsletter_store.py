@@ -1,0 +1,143 @@
+"""The newsletter's tables on SQLite and PostgreSQL: sources, subscribers, issues, the ledger."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from db.newsletter import (
+    Mark,
+    Recipient,
+    active_recipients,
+    claim_deliveries,
+    delivery_counts,
+    list_sources,
+    list_subscribers,
+    mark_deliveries,
+    queue_deliveries,
+    replace_sources,
+    save_newsletter,
+    unsubscribe,
+    upsert_subscribers,
+)
+
+
+def _issue(conn, run_id: uuid.UUID | None = None) -> int:
+    row = {
+        "flow_run_id": run_id or uuid.uuid4(),
+        "job_id": None,
+        "job_name": "Daily AI Digest",
+        "workspace_id": "ws-1",
+        "subject": "Daily AI Digest — 3 December 2026",
+        "html": "<p>hi</p>",
+        "text": "hi",
+        "test_mode": False,
+    }
+    item = {
+        "title": "A",
+        "url": "https://example.test/a",
+        "source": "rss",
+        "source_label": "rss https://example.test/feed",
+        "published_at": datetime(2026, 12, 3, tzinfo=UTC),
+        "summary": "",
+        "author": None,
+    }
+    return save_newsletter(conn, row, [item])
+
+
+def test_sources_are_replaced_as_a_list_in_order(any_engine: Engine):
+    with any_engine.begin() as conn:
+        replace_sources(conn, "ws-1", [{"type": "rss", "url": "https://a.test/feed"}])
+        replace_sources(
+            conn,
+            "ws-1",
+            [{"type": "reddit", "subreddit": "python"}, {"type": "rss", "url": "https://b.test"}],
+        )
+        replace_sources(conn, "ws-2", [{"type": "rss", "url": "https://c.test"}])
+    with Session(any_engine) as session:
+        assert [s["type"] for s in list_sources(session, "ws-1")] == ["reddit", "rss"]
+        assert len(list_sources(session, "ws-2")) == 1
+
+
+def test_subscribers_upsert_by_lowercased_address_per_workspace(any_engine: Engine):
+    with any_engine.begin() as conn:
+        upsert_subscribers(conn, "ws-1", [{"email": "Ann@Example.test", "name": "Ann"}])
+        upsert_subscribers(
+            conn,
+            "ws-1",
+            [
+                {"email": "ann@example.test", "name": "Ann B", "status": "unsubscribed"},
+                {"email": "bob@example.test"},
+            ],
+        )
+        upsert_subscribers(conn, "ws-2", [{"email": "ann@example.test"}])
+    with Session(any_engine) as session:
+        rows, total = list_subscribers(session, "ws-1")
+        assert total == 2
+        assert [(r.email, r.name, r.status) for r in rows] == [
+            ("ann@example.test", "Ann B", "unsubscribed"),
+            ("bob@example.test", None, "active"),
+        ]
+    with any_engine.connect() as conn:
+        assert [r.email for r in active_recipients(conn, "ws-1")] == ["bob@example.test"]
+
+
+def test_an_issue_is_saved_once_per_flow_run(any_engine: Engine):
+    run_id = uuid.uuid4()
+    with any_engine.begin() as conn:
+        first = _issue(conn, run_id)
+        again = _issue(conn, run_id)
+    assert first == again
+
+
+def test_the_ledger_sends_each_address_once_across_attempts(any_engine: Engine):
+    """A retry queues only newcomers, claims what is unsent (also rows a crashed attempt left
+    claimed), and never changes a row marked sent."""
+    recipients = [Recipient(f"r{i}@example.test") for i in range(5)]
+    with any_engine.begin() as conn:
+        issue = _issue(conn)
+        assert queue_deliveries(conn, issue, recipients) == 5
+        first = claim_deliveries(conn, issue, "attempt-1")
+    assert len(first) == 5
+    now = datetime.now(UTC)
+    with any_engine.begin() as conn:
+        # Attempt 1 confirms two, one permanently refused, then dies with two claimed.
+        mark_deliveries(
+            conn,
+            "attempt-1",
+            [
+                Mark(first[0].id, "sent", 250, "OK", 1, now),
+                Mark(first[1].id, "sent", 250, "OK", 1, now),
+                Mark(first[2].id, "failed", 550, "5.1.1 no such user", 1, now),
+            ],
+        )
+    with any_engine.begin() as conn:
+        assert queue_deliveries(conn, issue, [*recipients, Recipient("new@example.test")]) == 6
+        second = claim_deliveries(conn, issue, "attempt-2")
+        # A late mark of attempt 1 no longer holds these rows.
+        mark_deliveries(conn, "attempt-1", [Mark(first[3].id, "sent", 250, "OK", 1, now)])
+    assert sorted(c.email for c in second) == [
+        "new@example.test",
+        "r3@example.test",
+        "r4@example.test",
+    ]
+    with any_engine.begin() as conn:
+        mark_deliveries(conn, "attempt-2", [Mark(c.id, "sent", 250, "OK", 1, now) for c in second])
+        assert delivery_counts(conn, issue) == {"queued": 0, "sending": 0, "sent": 5, "failed": 1}
+        assert claim_deliveries(conn, issue, "attempt-3") == []
+
+
+def test_an_unsubscribe_token_unsubscribes_its_subscriber_only(any_engine: Engine):
+    with any_engine.begin() as conn:
+        upsert_subscribers(conn, "ws-1", [{"email": "a@x.test"}, {"email": "b@x.test"}])
+        issue = _issue(conn)
+        queue_deliveries(conn, issue, active_recipients(conn, "ws-1"))
+        claimed = claim_deliveries(conn, issue, "c")
+        token = next(c.token for c in claimed if c.email == "a@x.test")
+        assert token
+        assert unsubscribe(conn, token)
+        assert not unsubscribe(conn, "0" * 32)
+        assert [r.email for r in active_recipients(conn, "ws-1")] == ["b@x.test"]
