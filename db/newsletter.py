@@ -1,10 +1,13 @@
 """Reads and writes of the newsletter's tables: sources, subscribers, issues and the ledger.
 
 The ledger (`deliveries`) is what keeps a retried run from mailing anyone twice: one row per
-issue and address, created once (a retry's insert skips the rows that exist), claimed by one
-attempt before its messages go out (`sending`), and marked `sent` after the server's 250 or
-`failed` with its answer. A row a crashed attempt left `sending` was never confirmed: the next
-attempt takes it back (see `claim_deliveries`).
+issue and address, created once (a retry's insert skips the rows that exist), claimed by the
+attempt a few rows at a time just before their messages go out (`sending`), and marked `sent`
+after the server's 250 or `failed` with its answer. A row still `sending` when the next attempt
+starts belongs to an attempt that died mid-send: the server may have its message, so it is
+settled as failed (unconfirmed) and never sent again (at most once, as Ghost does with a
+batch it was submitting). How many rows that can be is bounded by what the sender reads
+ahead (flows/newsletter_delivery.py).
 """
 
 from __future__ import annotations
@@ -271,30 +274,61 @@ class Claimed:
     token: str | None
 
 
-def claim_deliveries(conn: Connection, newsletter_id: int, claim: str) -> list[Claimed]:
-    """Claim the issue's unsent rows for attempt `claim`: queued ones, and those an earlier
-    attempt claimed but never confirmed (it ended before the server's 250 was recorded)."""
+UNCONFIRMED = (
+    "unconfirmed: an earlier attempt of this run stopped while this message was being sent, "
+    "so the server may have it; not sent again, so that no one is mailed twice"
+)
+
+
+def settle_unconfirmed(conn: Connection, newsletter_id: int) -> int:
+    """Rows an earlier attempt claimed and never settled (it died mid-send): failed as
+    unconfirmed, never sent again. How many there were."""
     table = _table(Delivery)
-    conn.execute(
+    result = conn.execute(
         sa.update(table)
-        .where(
-            table.c.newsletter_id == newsletter_id,
-            table.c.status.in_(("queued", "sending")),
-        )
-        .values(status="sending", claim=claim, updated_at=utcnow())
+        .where(table.c.newsletter_id == newsletter_id, table.c.status == "sending")
+        .values(status="failed", error=UNCONFIRMED, updated_at=utcnow())
     )
+    return int(result.rowcount)
+
+
+def unsent_deliveries(conn: Connection, newsletter_id: int) -> list[Claimed]:
+    """The issue's queued rows, with their subscribers' unsubscribe tokens, by id."""
+    table = _table(Delivery)
     subscribers = _table(Subscriber)
     query = (
         sa.select(table.c.id, table.c.email, table.c.name, subscribers.c.token)
         .select_from(table.outerjoin(subscribers, table.c.subscriber_id == subscribers.c.id))
-        .where(
-            table.c.newsletter_id == newsletter_id,
-            table.c.status == "sending",
-            table.c.claim == claim,
-        )
+        .where(table.c.newsletter_id == newsletter_id, table.c.status == "queued")
         .order_by(table.c.id)
     )
     return [Claimed(i, e, n, t) for i, e, n, t in conn.execute(query)]
+
+
+def claim_deliveries(conn: Connection, claim: str, ids: Sequence[int]) -> set[int]:
+    """Claim these queued rows for attempt `claim` (just before their messages go out); the
+    ids claimed (a row another attempt took, or settled, is not)."""
+    if not ids:
+        return set()
+    table = _table(Delivery)
+    result = conn.execute(
+        sa.update(table)
+        .where(table.c.id.in_(list(ids)), table.c.status == "queued")
+        .values(status="sending", claim=claim, updated_at=utcnow())
+        .returning(table.c.id)
+    )
+    return {int(i) for i in result.scalars()}
+
+
+def release_claim(conn: Connection, claim: str) -> int:
+    """Rows attempt `claim` took and the sender never handed to the server: queued again."""
+    table = _table(Delivery)
+    result = conn.execute(
+        sa.update(table)
+        .where(table.c.claim == claim, table.c.status == "sending")
+        .values(status="queued", claim=None, updated_at=utcnow())
+    )
+    return int(result.rowcount)
 
 
 def unsubscribe(conn: Connection, token: str) -> bool:

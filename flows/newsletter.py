@@ -29,7 +29,6 @@ from db.models import Newsletter
 from db.newsletter import (
     Recipient,
     active_recipients,
-    claim_deliveries,
     delivery_counts,
     failed_deliveries,
     get_newsletter_of_run,
@@ -38,6 +37,8 @@ from db.newsletter import (
     newsletter_items,
     queue_deliveries,
     save_newsletter,
+    settle_unconfirmed,
+    unsent_deliveries,
 )
 from flows.common import ReportedFailure, current_flow_run_id, recorded_run, unwalked
 from flows.http import describe_error
@@ -225,8 +226,15 @@ async def send(
     smtp = await smtp_config(settings, config.smtp_server)
     claim = uuid.uuid4().hex
     with engine.begin() as conn:
+        unconfirmed = settle_unconfirmed(conn, newsletter.id)
         queue_deliveries(conn, newsletter.id, recipients)
-        rows = claim_deliveries(conn, newsletter.id, claim)
+        rows = unsent_deliveries(conn, newsletter.id)
+    if unconfirmed:
+        journal(
+            f"{count(unconfirmed, 'message')} an earlier attempt was sending when it stopped:"
+            " recorded as unconfirmed, not sent again",
+            warning=True,
+        )
     letter = Letter(
         newsletter_id=newsletter.id,
         subject=newsletter.subject,
@@ -264,6 +272,7 @@ async def send(
         "sent_count": counts["sent"],
         "failed_count": counts["failed"],
         "sent_this_attempt": totals.sent,
+        "unconfirmed": unconfirmed,
         "retried": totals.retried,
         "failures": failures,
     }

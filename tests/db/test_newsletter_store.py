@@ -18,8 +18,11 @@ from db.newsletter import (
     list_subscribers,
     mark_deliveries,
     queue_deliveries,
+    release_claim,
     replace_sources,
     save_newsletter,
+    settle_unconfirmed,
+    unsent_deliveries,
     unsubscribe,
     upsert_subscribers,
 )
@@ -94,40 +97,53 @@ def test_an_issue_is_saved_once_per_flow_run(any_engine: Engine):
 
 
 def test_the_ledger_sends_each_address_once_across_attempts(any_engine: Engine):
-    """A retry queues only newcomers, claims what is unsent (also rows a crashed attempt left
-    claimed), and never changes a row marked sent."""
-    recipients = [Recipient(f"r{i}@example.test") for i in range(5)]
+    """A retry queues only newcomers and sends what is queued; a row an attempt that died
+    left claimed is settled as unconfirmed, never sent again; a row marked sent stays."""
+    recipients = [Recipient(f"r{i}@example.test") for i in range(6)]
     with any_engine.begin() as conn:
         issue = _issue(conn)
-        assert queue_deliveries(conn, issue, recipients) == 5
-        first = claim_deliveries(conn, issue, "attempt-1")
-    assert len(first) == 5
+        assert queue_deliveries(conn, issue, recipients) == 6
+        rows = unsent_deliveries(conn, issue)
+        first = claim_deliveries(conn, "attempt-1", [r.id for r in rows[:4]])
+    assert len(first) == 4
     now = datetime.now(UTC)
     with any_engine.begin() as conn:
-        # Attempt 1 confirms two, one permanently refused, then dies with two claimed.
+        # Attempt 1 confirms two, one refused for good, then dies with the fourth in flight.
         mark_deliveries(
             conn,
             "attempt-1",
             [
-                Mark(first[0].id, "sent", 250, "OK", 1, now),
-                Mark(first[1].id, "sent", 250, "OK", 1, now),
-                Mark(first[2].id, "failed", 550, "5.1.1 no such user", 1, now),
+                Mark(rows[0].id, "sent", 250, "OK", 1, now),
+                Mark(rows[1].id, "sent", 250, "OK", 1, now),
+                Mark(rows[2].id, "failed", 550, "5.1.1 no such user", 1, now),
             ],
         )
     with any_engine.begin() as conn:
-        assert queue_deliveries(conn, issue, [*recipients, Recipient("new@example.test")]) == 6
-        second = claim_deliveries(conn, issue, "attempt-2")
-        # A late mark of attempt 1 no longer holds these rows.
-        mark_deliveries(conn, "attempt-1", [Mark(first[3].id, "sent", 250, "OK", 1, now)])
-    assert sorted(c.email for c in second) == [
-        "new@example.test",
-        "r3@example.test",
-        "r4@example.test",
-    ]
+        assert settle_unconfirmed(conn, issue) == 1
+        assert queue_deliveries(conn, issue, [*recipients, Recipient("new@example.test")]) == 7
+        second = unsent_deliveries(conn, issue)
+        assert sorted(r.email for r in second) == [
+            "new@example.test",
+            "r4@example.test",
+            "r5@example.test",
+        ]
+        assert claim_deliveries(conn, "attempt-2", [r.id for r in second]) == {r.id for r in second}
+        # A row already claimed is not claimed again; a late mark of attempt 1 changes nothing.
+        assert claim_deliveries(conn, "attempt-3", [second[0].id]) == set()
+        mark_deliveries(conn, "attempt-1", [Mark(rows[3].id, "sent", 250, "OK", 1, now)])
+        mark_deliveries(conn, "attempt-2", [Mark(r.id, "sent", 250, "OK", 1, now) for r in second])
+        assert delivery_counts(conn, issue) == {"queued": 0, "sending": 0, "sent": 5, "failed": 2}
+        assert unsent_deliveries(conn, issue) == []
+
+
+def test_a_claim_the_sender_never_used_is_released(any_engine: Engine):
     with any_engine.begin() as conn:
-        mark_deliveries(conn, "attempt-2", [Mark(c.id, "sent", 250, "OK", 1, now) for c in second])
-        assert delivery_counts(conn, issue) == {"queued": 0, "sending": 0, "sent": 5, "failed": 1}
-        assert claim_deliveries(conn, issue, "attempt-3") == []
+        issue = _issue(conn)
+        queue_deliveries(conn, issue, [Recipient("a@example.test"), Recipient("b@example.test")])
+        rows = unsent_deliveries(conn, issue)
+        claim_deliveries(conn, "attempt-1", [r.id for r in rows])
+        assert release_claim(conn, "attempt-1") == 2
+        assert len(unsent_deliveries(conn, issue)) == 2
 
 
 def test_an_unsubscribe_token_unsubscribes_its_subscriber_only(any_engine: Engine):
@@ -135,8 +151,7 @@ def test_an_unsubscribe_token_unsubscribes_its_subscriber_only(any_engine: Engin
         upsert_subscribers(conn, "ws-1", [{"email": "a@x.test"}, {"email": "b@x.test"}])
         issue = _issue(conn)
         queue_deliveries(conn, issue, active_recipients(conn, "ws-1"))
-        claimed = claim_deliveries(conn, issue, "c")
-        token = next(c.token for c in claimed if c.email == "a@x.test")
+        token = next(c.token for c in unsent_deliveries(conn, issue) if c.email == "a@x.test")
         assert token
         assert unsubscribe(conn, token)
         assert not unsubscribe(conn, "0" * 32)

@@ -179,10 +179,11 @@ def _controller(sink: SmtpSink, loop: asyncio.AbstractEventLoop | None = None) -
 
 @contextmanager
 def serve_smtp(
-    *, record: bool = True, credentials: tuple[str, str] | None = None
+    *, record: bool = True, credentials: tuple[str, str] | None = None, port: int = 0
 ) -> Iterator[SmtpSink]:
-    """An SMTP server on 127.0.0.1 (a free port) until the block ends; yields its sink."""
-    sink = SmtpSink(record=record, credentials=credentials)
+    """An SMTP server on 127.0.0.1 (`port`, else a free one) until the block ends; yields
+    its sink."""
+    sink = SmtpSink(port=port, record=record, credentials=credentials)
     controller = _controller(sink)
     controller.start()
     sink.port, sink._controller = controller.port, controller
