@@ -23,8 +23,16 @@ from sqlalchemy.engine import Engine
 
 from db.models import utcnow
 from db.newsletter import Claimed, Mark, claim_deliveries, mark_deliveries, release_claim
-from flows.newsletter_mail import Outgoing, Result, SendTotals, SmtpConfig, build_message, send_all
-from flows.newsletter_render import personalise
+from flows.newsletter_mail import (
+    Outgoing,
+    QuotedTemplate,
+    Result,
+    SendTotals,
+    SmtpConfig,
+    build_message,
+    send_all,
+)
+from flows.newsletter_render import PLACEHOLDERS, personal_values
 
 # How often the writer records the answers that arrived (seconds).
 FLUSH_SECONDS = 0.05
@@ -103,7 +111,23 @@ def message_domain(from_address: str) -> str:
     return address.rpartition("@")[2] or "localhost"
 
 
-def message_for(letter: Letter, row: Claimed, from_address: str, domain: str) -> Outgoing:
+@dataclass(frozen=True)
+class Parts:
+    """An issue's text and HTML parts, encoded once for all its messages."""
+
+    text: QuotedTemplate
+    html: QuotedTemplate
+
+    @classmethod
+    def of(cls, letter: Letter) -> Parts:
+        return cls(
+            QuotedTemplate(letter.text, PLACEHOLDERS), QuotedTemplate(letter.html, PLACEHOLDERS)
+        )
+
+
+def message_for(
+    letter: Letter, parts: Parts, row: Claimed, from_address: str, domain: str
+) -> Outgoing:
     """The personalised message of one ledger row."""
     unsubscribe = f"{letter.unsubscribe_base}/{row.token or 'test'}"
     message = build_message(
@@ -111,8 +135,8 @@ def message_for(letter: Letter, row: Claimed, from_address: str, domain: str) ->
         to_address=row.email,
         to_name=row.name,
         subject=letter.subject,
-        html=personalise(letter.html, name=row.name, unsubscribe_url=unsubscribe, html=True),
-        text=personalise(letter.text, name=row.name, unsubscribe_url=unsubscribe),
+        html=parts.html.fill(personal_values(row.name, unsubscribe, html=True)),
+        text=parts.text.fill(personal_values(row.name, unsubscribe)),
         message_id=f"<nl{letter.newsletter_id}.d{row.id}@{domain}>",
         list_unsubscribe=unsubscribe if row.token else None,
     )
@@ -125,6 +149,7 @@ async def claimed_outgoing(
     """The rows' messages, each yielded only once its row is claimed in the ledger (a block
     of CLAIM_BLOCK per write, as the sender reads ahead)."""
     domain = message_domain(from_address)
+    parts = Parts.of(letter)
 
     def take(block: Sequence[Claimed]) -> set[int]:
         with engine.begin() as conn:
@@ -135,7 +160,7 @@ async def claimed_outgoing(
         claimed = await asyncio.to_thread(take, block)
         for row in block:
             if row.id in claimed:
-                yield message_for(letter, row, from_address, domain)
+                yield message_for(letter, parts, row, from_address, domain)
 
 
 async def deliver(

@@ -25,7 +25,15 @@ import functools
 import re
 import secrets
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage, Message
@@ -118,8 +126,8 @@ def build_message(
     to_address: str,
     to_name: str | None,
     subject: str,
-    html: str,
-    text: str,
+    html: str | Quoted,
+    text: str | Quoted,
     message_id: str,
     list_unsubscribe: str | None,
     list_unsubscribe_post: bool = True,
@@ -177,15 +185,72 @@ def _encoded(name: str, value: str) -> str:
     return folded.partition(":")[2].removeprefix(" ").removesuffix("\r\n")
 
 
-def _text_part(subtype: str, body: str) -> EmailMessage:
+def _quoted(body: str) -> str:
+    """`body` (newlines normalised, ending in one) as quoted-printable."""
+    lines = body.replace("\r\n", "\n").replace("\r", "\n")
+    if not lines.endswith("\n"):
+        lines += "\n"
+    return binascii.b2a_qp(lines.encode(), istext=True).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Quoted:
+    """A part's body already quoted-printable (QuotedTemplate.fill's answer)."""
+
+    payload: str
+
+
+class QuotedTemplate:
+    """A part's body with placeholders, quoted-printable encoded once for all recipients.
+
+    `fill` encodes only each recipient's values and joins the pieces with soft line breaks
+    (`=` at a line's end), so every encoded line stays within 76 characters and the part
+    decodes to the body with the values in place. Encoding a 15 KB part per message costs
+    ~0.2 ms; filling the template, a few microseconds.
+    """
+
+    def __init__(self, body: str, placeholders: Sequence[str]):
+        pattern = "|".join(re.escape(p) for p in placeholders)
+        pieces = re.split(f"({pattern})", body) if placeholders else [body]
+        texts, self._names = pieces[::2], pieces[1::2]
+        self._encoded = [_piece(t) for t in texts[:-1]] + [_quoted(texts[-1])]
+
+    def fill(self, values: Mapping[str, str]) -> Quoted:
+        """The body with each placeholder replaced by its value, quoted-printable."""
+        out = [self._encoded[0]]
+        for name, encoded in zip(self._names, self._encoded[1:], strict=True):
+            out.append(f"={_LF}{_piece(values[name])}={_LF}{encoded}")
+        return Quoted("".join(out))
+
+
+_LF = "\n"
+# A quoted-printable line is at most 76 characters, its soft break's "=" included.
+_QP_LINE = 76
+
+
+def _piece(text: str) -> str:
+    """Quoted-printable of a piece followed by a soft line break (no newline added), with
+    room left on its last line for that break's "="."""
+    if not text:
+        return ""
+    encoded = binascii.b2a_qp(
+        text.replace("\r\n", "\n").replace("\r", "\n").encode(), istext=True
+    ).decode("ascii")
+    head, _, last = encoded.rpartition(_LF)
+    if len(last) < _QP_LINE:
+        return encoded
+    cut = _QP_LINE - 3
+    while "=" in last[cut - 2 : cut]:  # never inside an =XX escape
+        cut -= 1
+    return f"{head}{_LF if head else ''}{last[:cut]}={_LF}{last[cut:]}"
+
+
+def _text_part(subtype: str, body: str | Quoted) -> EmailMessage:
     # What add_alternative makes too: parts of the message's own class.
     part = EmailMessage(policy=POLICY)
     part.set_raw("Content-Type", f'text/{subtype}; charset="utf-8"')
     part.set_raw("Content-Transfer-Encoding", "quoted-printable")
-    lines = body.replace("\r\n", "\n").replace("\r", "\n")
-    if not lines.endswith("\n"):
-        lines += "\n"
-    part.set_payload(binascii.b2a_qp(lines.encode(), istext=True).decode("ascii"))
+    part.set_payload(body.payload if isinstance(body, Quoted) else _quoted(body))
     return part
 
 

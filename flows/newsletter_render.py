@@ -93,13 +93,27 @@ def default_intro(count: int) -> str:
     return f"{count:,} new {'story' if count == 1 else 'stories'} since the last issue."
 
 
-def personalise(body: str, *, name: str | None, unsubscribe_url: str, html: bool = False) -> str:
-    """One recipient's copy of a rendered part: their name (else "there") and unsubscribe URL."""
+PLACEHOLDERS = (UNSUBSCRIBE_PLACEHOLDER, NAME_PLACEHOLDER)
+
+
+def personal_values(
+    name: str | None, unsubscribe_url: str, *, html: bool = False
+) -> dict[str, str]:
+    """What each placeholder of a part becomes for one recipient: their name (else "there")
+    and unsubscribe URL, HTML-escaped for the HTML part."""
     shown = name.strip() if name and name.strip() else "there"
     if html:
         shown, unsubscribe_url = html_lib.escape(shown), html_lib.escape(unsubscribe_url)
+    return {UNSUBSCRIBE_PLACEHOLDER: unsubscribe_url, NAME_PLACEHOLDER: shown}
+
+
+def personalise(body: str, *, name: str | None, unsubscribe_url: str, html: bool = False) -> str:
+    """One recipient's copy of a rendered part: their name (else "there") and unsubscribe URL."""
+    values = personal_values(name, unsubscribe_url, html=html)
     # The URL first: a name is the subscriber's own text, so it must not be scanned for tokens.
-    return body.replace(UNSUBSCRIBE_PLACEHOLDER, unsubscribe_url).replace(NAME_PLACEHOLDER, shown)
+    for placeholder in PLACEHOLDERS:
+        body = body.replace(placeholder, values[placeholder])
+    return body
 
 
 def render_issue(

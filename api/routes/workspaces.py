@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, EmailStr, Field
+from sqlalchemy.engine import Engine
 
 from api.bounds import Offset
 from api.deps import AccessDep, EngineDep, SessionDep
@@ -111,13 +112,24 @@ def get_subscribers(
 _DONE = "<!doctype html><title>Unsubscribed</title><p>You are unsubscribed.</p>"
 
 
-@unsubscribe_router.api_route("/{token}", methods=["GET", "POST"], response_class=HTMLResponse)
-def unsubscribe_link(
-    token: Annotated[str, Path(min_length=8, max_length=64, pattern=r"^[a-f0-9]+$")],
-    engine: EngineDep,
-) -> HTMLResponse:
-    """Unsubscribe the subscriber of this link (RFC 8058 one-click POST, or a click)."""
+Token = Annotated[str, Path(min_length=8, max_length=64, pattern=r"^[a-f0-9]+$")]
+
+
+def _unsubscribe(engine: Engine, token: str) -> HTMLResponse:
     with engine.begin() as conn:
         if not unsubscribe(conn, token):
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown unsubscribe link")
     return HTMLResponse(_DONE)
+
+
+@unsubscribe_router.post("/{token}", response_class=HTMLResponse)
+def unsubscribe_one_click(token: Token, engine: EngineDep) -> HTMLResponse:
+    """Unsubscribe the subscriber of this link (the RFC 8058 one-click POST a mail client
+    sends for List-Unsubscribe-Post)."""
+    return _unsubscribe(engine, token)
+
+
+@unsubscribe_router.get("/{token}", response_class=HTMLResponse)
+def unsubscribe_link(token: Token, engine: EngineDep) -> HTMLResponse:
+    """Unsubscribe the subscriber of this link (a click on the link in the e-mail)."""
+    return _unsubscribe(engine, token)

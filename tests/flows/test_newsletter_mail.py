@@ -390,3 +390,32 @@ def test_the_smtp_server_block_takes_a_bare_from_address():
     assert SmtpServer(host="h", from_address="digest@example.com").config().sender == (
         "digest@example.com"
     )
+
+
+def test_a_quoted_template_decodes_to_the_personalised_part():
+    """Filled per recipient, the part encoded once decodes to what personalise makes, with
+    lines no longer than binascii's own quoted-printable (76, 78 for trailing whitespace)."""
+    import binascii
+    import random
+    import string
+
+    from flows.newsletter_mail import QuotedTemplate
+    from flows.newsletter_render import PLACEHOLDERS, personal_values, personalise
+
+    rnd = random.Random(7)
+    alphabet = string.ascii_letters + " =\n\té—<>&"
+    for _ in range(500):
+        pieces = ["".join(rnd.choices(alphabet, k=rnd.randint(0, 200))) for _ in range(4)]
+        unsub, name_token = PLACEHOLDERS
+        body = pieces[0] + unsub + pieces[1] + name_token + pieces[2] + unsub + pieces[3]
+        name = "".join(rnd.choices(alphabet.replace("\n", ""), k=rnd.randint(0, 90)))
+        url = "https://x.example/u/" + "".join(rnd.choices(string.ascii_letters + "=?&", k=40))
+        html = rnd.random() < 0.5
+        payload = (
+            QuotedTemplate(body, PLACEHOLDERS).fill(personal_values(name, url, html=html)).payload
+        )
+        expected = personalise(body, name=name, unsubscribe_url=url, html=html)
+        expected = expected.replace("\r\n", "\n").replace("\r", "\n")
+        expected += "" if expected.endswith("\n") else "\n"
+        assert binascii.a2b_qp(payload.encode()).decode() == expected
+        assert max(len(line) for line in payload.split("\n")) <= 78
