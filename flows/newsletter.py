@@ -40,7 +40,15 @@ from db.newsletter import (
     settle_unconfirmed,
     unsent_deliveries,
 )
-from flows.common import ReportedFailure, current_flow_run_id, recorded_run, unwalked
+from flows.common import (
+    ReportedFailure,
+    artifact_key,
+    current_flow_run_id,
+    current_schedule_name,
+    publish_table,
+    recorded_run,
+    unwalked,
+)
 from flows.http import describe_error
 from flows.narration import count, run_logger
 from flows.newsletter_delivery import Letter, deliver
@@ -388,6 +396,12 @@ async def newsletter(
                     test_mode=config.test_mode,
                 )
                 issue_row = session.get(Newsletter, newsletter_id)
+                await publish_table(
+                    artifact_key("newsletter", current_schedule_name()),
+                    [{"title": i.title, "url": i.url, "source": i.source_label} for i in items],
+                    f"Issue {newsletter_id}: {issue.subject!r}"
+                    + (" (test mode)" if config.test_mode else ""),
+                )
                 results["generate_result"] = {
                     "newsletter_id": newsletter_id,
                     "items_used": len(items),

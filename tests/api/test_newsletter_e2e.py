@@ -4,6 +4,7 @@ server, and a run killed in the middle of sending."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -349,3 +350,58 @@ def test_a_run_killed_mid_send_and_retried_mails_no_one_twice(
     assert len(unconfirmed) <= most_unconfirmed(settings.smtp_connections)
     execution = api.get(f"/api/v1/scheduler/{job_id}/history").json()["data"]["executions"][0]
     assert execution["send_result"]["unconfirmed"] == len(unconfirmed)
+
+
+def test_blocks_write_the_copy_and_carry_the_mail_under_a_rate_limit(
+    api: TestClient, worker: Any, sink: SmtpSink, content: HttpSource, prefect_api_url: str
+):
+    """A ChatModel block (a local OpenAI-compatible fake) writes the intro and a summary in
+    the job's tone, an SmtpServer block names the server, and a Prefect rate limit paces it."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    from blocks.chat_model import ChatModel
+    from blocks.smtp import SmtpServer
+
+    ws, tag = workspace(api, content)
+    readers = subscribe(api, ws, tag, active=12)
+    copy = {"intro": f"Crisp intro {tag}", "summaries": [{"url": "x", "summary": "ignored"}]}
+    content.route(
+        f"/llm{tag}/v1/chat/completions",
+        Reply(200, {"choices": [{"message": {"role": "assistant", "content": json.dumps(copy)}}]}),
+    )
+    ChatModel(base_url=f"{content.url}/llm{tag}/v1", model="tiny").save(f"llm-{tag}")
+    SmtpServer(
+        host="127.0.0.1", port=SMTP_PORT, from_address="Blocks <b@example.com>", security="none"
+    ).save(f"smtp-{tag}")
+
+    async def limit() -> None:
+        async with get_client() as client:
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(
+                    name=f"mail-{tag}", limit=100, slot_decay_per_second=100
+                )
+            )
+
+    run_coro_as_sync(limit())
+    job_id = create_job(
+        api,
+        ws,
+        tone="professional",
+        chat_model=f"llm-{tag}",
+        smtp_server=f"smtp-{tag}",
+        rate_limit=f"mail-{tag}",
+    )
+    run = wait_for_run(api, run_now(api, job_id))
+    assert run["state_type"] == "COMPLETED", run
+    assert all(sink.by_recipient[a] == 1 for a in readers)
+    mail = mails_to(sink, readers[0])[0]
+    assert "b@example.com" in mail["From"]
+    body = mail.get_body(("plain",))
+    assert body is not None and f"Crisp intro {tag}" in body.get_content()
+    asked = [r for r in content.requests if r["path"] == f"/llm{tag}/v1/chat/completions"]
+    assert len(asked) == 1  # one call for the whole issue
+    assert "professional" in asked[0]["body"].decode()
+    execution = api.get(f"/api/v1/scheduler/{job_id}/history").json()["data"]["executions"][0]
+    assert execution["generate_result"]["ai"] is True
