@@ -7,6 +7,7 @@ import gc
 import importlib
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -250,8 +251,29 @@ def test_prefect_server_module_installs_every_fix_before_prefect_runs() -> None:
     assert "gc-off-the-loop" in found["threads"]
 
 
-def run_labels_race(database: Path, immediate: bool) -> dict[str, Any]:
+_CREATE_PREFECT_DB = (
+    "import asyncio, json, sys\n"
+    "from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, temporary_settings\n"
+    "async def create():\n"
+    "    from prefect.server.database import provide_database_interface\n"
+    "    await provide_database_interface().create_db()\n"
+    "with temporary_settings({PREFECT_API_DATABASE_CONNECTION_URL: sys.argv[1]}):\n"
+    "    asyncio.run(create())\n"
+    "print('{}')\n"
+)
+
+
+@pytest.fixture(scope="module")
+def prefect_schema(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with Prefect's schema, made once (its migrations take ~8 s)."""
+    path = tmp_path_factory.mktemp("prefect-schema") / "prefect.db"
+    run_python("-c", _CREATE_PREFECT_DB, f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+def run_labels_race(template: Path, database: Path, immediate: bool) -> dict[str, Any]:
     """Prefect's label update racing another writer on a SQLite file, as in the server."""
+    shutil.copyfile(template, database)
     code = (
         "import asyncio, json, sys\n"
         "from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, temporary_settings\n"
@@ -260,7 +282,6 @@ def run_labels_race(database: Path, immediate: bool) -> dict[str, Any]:
         "    from prefect.server.database import provide_database_interface\n"
         "    from prefect.server import models, schemas\n"
         "    db = provide_database_interface()\n"
-        "    await db.drop_db(); await db.create_db()\n"
         "    async with db.session_context(begin_transaction=True) as s:\n"
         "        flow = await models.flows.create_flow(session=s,\n"
         "            flow=schemas.core.Flow(name='f'))\n"
@@ -303,15 +324,19 @@ def run_labels_race(database: Path, immediate: bool) -> dict[str, Any]:
     return last_json(run_python("-c", code))
 
 
-def test_a_label_update_racing_another_writer_on_sqlite_fails_unpatched(tmp_path: Path) -> None:
+def test_a_label_update_racing_another_writer_on_sqlite_fails_unpatched(
+    tmp_path: Path, prefect_schema: Path
+) -> None:
     # What the fix is for: Prefect's read-then-write transaction loses the race at once.
-    found = run_labels_race(tmp_path / "prefect.db", immediate=False)
+    found = run_labels_race(prefect_schema, tmp_path / "prefect.db", immediate=False)
     assert "locked" in found["outcome"] or "BUSY" in found["outcome"], found
     assert found["name"] == "renamed"
 
 
-def test_a_label_update_takes_sqlites_write_lock_first(tmp_path: Path) -> None:
-    found = run_labels_race(tmp_path / "prefect.db", immediate=True)
+def test_a_label_update_takes_sqlites_write_lock_first(
+    tmp_path: Path, prefect_schema: Path
+) -> None:
+    found = run_labels_race(prefect_schema, tmp_path / "prefect.db", immediate=True)
     assert found["outcome"] == "updated", found
     # Both writes landed: the other writer waited for the label update, then renamed the run.
     assert found["labels"]["b"] == "2" and found["labels"]["a"] == "1"
