@@ -1,13 +1,14 @@
 """Mailing an issue: our send path versus raw aiosmtplib, and scrape + generate of 500 items.
 
 Run: `uv run python -m benchmarks.newsletter_send [--subscribers N] [--connections C]
-[--repeat R] [--items M]`.
+[--repeat R] [--items M] [--only sqlite|postgres]`.
 
 The SMTP server is aiosmtpd in its own process (`python -m tests.utils.smtp_server`, which
 only counts), on 127.0.0.1. Each round, alternating:
 
 - ours: `flows.newsletter_delivery.deliver` (the send task's work): for each of N ledger rows
-  of a freshly queued issue in a scratch SQLite database, the claim (a block of rows at a
+  of a freshly queued issue in a scratch database (SQLite, then PostgreSQL at
+  `TEST_POSTGRES_URL`), the claim (a block of rows at a
   time, before sending), the personalised message (name and unsubscribe link in the HTML and
   text parts, Message-ID, List-Unsubscribe headers), the send over C reused connections,
   and the 250 recorded in the ledger (group commit).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -46,8 +48,12 @@ from flows.newsletter_delivery import Letter, Parts, deliver, message_domain, me
 from flows.newsletter_mail import SmtpConfig, smtp_bytes
 from flows.newsletter_render import render_issue
 from flows.newsletter_sources import RssSource, fetch_sources, select_items
+from settings import normalise_database_url
 from tests.utils.http_source import Reply, serve_http_source
 from tests.utils.ports import free_port
+from tests.utils.postgres import scratch_postgres
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 FROM = "AI Digest <digest@example.com>"
 
@@ -182,36 +188,52 @@ async def scrape_and_generate(url: str, feeds: int, items: int) -> tuple[float, 
     return scraped_at - started, time.perf_counter() - scraped_at, len(chosen)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subscribers", type=int, default=10_000)
-    parser.add_argument("--connections", type=int, default=4)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--items", type=int, default=500)
-    args = parser.parse_args()
-    n, c = args.subscribers, args.connections
+def databases(only: str | None) -> Iterator[tuple[str, str]]:
+    """Scratch databases, migrated: SQLite, then PostgreSQL (unless `only` names one)."""
+    if only in (None, "sqlite"):
+        with tempfile.TemporaryDirectory() as folder:
+            url = f"sqlite:///{Path(folder) / 'bench.db'}"
+            upgrade(url)
+            yield "SQLite", url
+    if only in (None, "postgres"):
+        admin = normalise_database_url(os.environ.get("TEST_POSTGRES_URL", DEFAULT_PG))
+        with scratch_postgres(admin, prefix="sp_bench_") as url:
+            yield "PostgreSQL", url
 
-    with tempfile.TemporaryDirectory() as folder, smtp_server() as port:
-        url = f"sqlite:///{Path(folder) / 'bench.db'}"
-        upgrade(url)
-        engine = create_db_engine(url)
-        smtp = SmtpConfig("127.0.0.1", port, FROM)
-        times: dict[str, list[float]] = {"raw aiosmtplib": [], "ours (deliver)": []}
-        for _ in range(args.repeat):
-            messages = prebuilt(engine, ledger(engine, n))
-            times["raw aiosmtplib"].append(asyncio.run(raw(port, messages, c)))
-            letter = ledger(engine, n)
-            times["ours (deliver)"].append(asyncio.run(ours(engine, letter, smtp, c)))
-        engine.dispose()
 
+def report(title: str, times: dict[str, list[float]], n: int) -> None:
     floor = statistics.median(times["raw aiosmtplib"])
-    print(f"\n{n:,} messages over {c} connections, SQLite ledger, median of {args.repeat}:")
+    print(f"\n{title}, median of {len(times['raw aiosmtplib'])}:")
     for name, runs in times.items():
         m = statistics.median(runs)
         print(
             f"  {name:16s} {m:6.2f} s  {n / m:7,.0f} msg/s  {m / floor:.2f}x raw"
             f"  runs {[round(t, 2) for t in runs]}"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--items", type=int, default=500)
+    parser.add_argument("--only", choices=("sqlite", "postgres"))
+    args = parser.parse_args()
+    n, c = args.subscribers, args.connections
+
+    with smtp_server() as port:
+        for database, url in databases(args.only):
+            engine = create_db_engine(url)
+            smtp = SmtpConfig("127.0.0.1", port, FROM)
+            times: dict[str, list[float]] = {"raw aiosmtplib": [], "ours (deliver)": []}
+            for _ in range(args.repeat):
+                messages = prebuilt(engine, ledger(engine, n))
+                times["raw aiosmtplib"].append(asyncio.run(raw(port, messages, c)))
+                letter = ledger(engine, n)
+                times["ours (deliver)"].append(asyncio.run(ours(engine, letter, smtp, c)))
+            engine.dispose()
+            report(f"{n:,} messages over {c} connections, {database} ledger", times, n)
 
     feeds = 5
     per_feed = -(-args.items // feeds)
