@@ -36,7 +36,13 @@ from api.routes import (
 )
 from api.security import Gate
 from db.engine import DatabaseMissing, get_engine
-from deployments.errors import IdempotencyConflict, ScheduleExists, ScheduleNotFound, SpecError
+from deployments.errors import (
+    IdempotencyConflict,
+    RunConflict,
+    ScheduleExists,
+    ScheduleNotFound,
+    SpecError,
+)
 from deployments.prefect_patches import install_client_fixes
 from flows.http import describe_error
 from settings import Settings, get_settings
@@ -127,6 +133,10 @@ def create_app(engine: Engine | None = None) -> FastAPI:
 
     @app.exception_handler(ScheduleExists)
     async def _exists(_request: Request, exc: ScheduleExists) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(RunConflict)
+    async def _run_conflict(_request: Request, exc: RunConflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
 
     @app.exception_handler(IdempotencyConflict)

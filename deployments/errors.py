@@ -45,6 +45,10 @@ class ScheduleExists(ValueError):
         self.name = name
 
 
+class RunConflict(ValueError):
+    """The run's state does not allow the change (cancel a finished run, retry a running one)."""
+
+
 class IdempotencyConflict(ValueError):
     """An Idempotency-Key seen before, with other parameters than its first request's."""
 

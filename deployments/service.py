@@ -27,12 +27,13 @@ from prefect.client.schemas.objects import (
     ConcurrencyLimitStrategy,
     ConcurrencyOptions,
     FlowRun,
+    State,
     StateType,
 )
-from prefect.client.schemas.responses import DeploymentResponse
+from prefect.client.schemas.responses import DeploymentResponse, SetStateStatus
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import get_current_settings
-from prefect.states import Scheduled
+from prefect.states import Cancelled, Cancelling, Scheduled
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -42,6 +43,7 @@ from db.models import RunOutcome
 from deployments.descriptions import default_description, schedule_slug
 from deployments.errors import (
     IdempotencyConflict,
+    RunConflict,
     ScheduleExists,
     ScheduleNotFound,
     SpecError,
@@ -74,6 +76,7 @@ FINISHED: list[StateType] = [
     StateType.CANCELLED,
 ]
 NOT_SCHEDULED: list[StateType] = [t for t in StateType if t != StateType.SCHEDULED]
+RETRYABLE = (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED)
 logger = logging.getLogger(__name__)
 # The deployment id and pipeline of each schedule run-now was asked for, per Prefect API and
 # scope: a deployment's id never changes; a deleted one answers 404 and is read again.
@@ -400,6 +403,45 @@ class ScheduleService:
             with contextlib.suppress(ObjectNotFound):
                 schedule = (await self.client.read_deployment(run.deployment_id)).name
         return run_view(run, schedule, self._outcomes([run]).get(run.id))
+
+    async def cancel_run(self, flow_run_id: uuid.UUID) -> RunView:
+        """Cancel a run: a scheduled one ends Cancelled at once; a pending or running one goes
+        Cancelling, and its worker stops the process and ends it Cancelled (Prefect's way)."""
+        run = await self.client.read_flow_run(flow_run_id)
+        kind = run.state_type
+        state: State[Any]
+        if kind in (StateType.SCHEDULED, StateType.PAUSED):
+            state = Cancelled(message="cancelled through our API before it started")
+        elif kind in (StateType.PENDING, StateType.RUNNING):
+            state = Cancelling(message="cancelled through our API")
+        else:
+            raise RunConflict(f"flow run {flow_run_id} is {run.state_name}: nothing to cancel")
+        async with self.writes:
+            answer = await self.client.set_flow_run_state(flow_run_id, state)
+        if answer.status != SetStateStatus.ACCEPT:
+            raise RunConflict(f"Prefect did not cancel flow run {flow_run_id}: {answer.details}")
+        return await self.get_run(flow_run_id)
+
+    async def retry_run(self, flow_run_id: uuid.UUID) -> uuid.UUID:
+        """A new run of a failed, crashed or cancelled run's deployment with its parameters.
+        Asked twice, it answers the same new run (an idempotency key of the run retried)."""
+        run = await self.client.read_flow_run(flow_run_id)
+        if run.state_type not in RETRYABLE:
+            raise RunConflict(
+                f"flow run {flow_run_id} is {run.state_name}: only a failed, crashed or "
+                "cancelled run is retried"
+            )
+        if run.deployment_id is None:
+            raise RunConflict(f"flow run {flow_run_id} has no deployment to run again")
+        async with self.writes:
+            again = await self.client.create_flow_run_from_deployment(
+                run.deployment_id,
+                parameters=run.parameters,
+                state=Scheduled(),
+                tags=["trigger:manual", f"retry-of:{flow_run_id}"],
+                idempotency_key=f"retry:{flow_run_id}",
+            )
+        return again.id
 
     async def stats(self, name: str) -> ScheduleStats:
         """Totals by state (exact), durations over the newest finished runs, items from outcomes."""

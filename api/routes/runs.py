@@ -3,22 +3,60 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 from prefect.exceptions import ObjectNotFound
+from pydantic import BaseModel
 
 from api.deps import ScheduleServiceDep
+from api.errors import ErrorAnswer
 from deployments.views import RunView
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
 
-@router.get("/{flow_run_id}")
-async def read_run(flow_run_id: uuid.UUID, service: ScheduleServiceDep) -> RunView:
-    """One run: Prefect state and timings, plus items processed / succeeded / failed."""
+RUN_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorAnswer, "description": "the run's state does not allow it"}
+}
+
+
+class RetryAnswer(BaseModel):
+    flow_run_id: uuid.UUID
+    retry_of: uuid.UUID
+
+
+@contextmanager
+def _known(flow_run_id: uuid.UUID) -> Iterator[None]:
     try:
-        return await service.get_run(flow_run_id)
+        yield
     except ObjectNotFound:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"flow run {flow_run_id} not found"
         ) from None
+
+
+@router.get("/{flow_run_id}")
+async def read_run(flow_run_id: uuid.UUID, service: ScheduleServiceDep) -> RunView:
+    """One run: Prefect state and timings, plus items processed / succeeded / failed."""
+    with _known(flow_run_id):
+        return await service.get_run(flow_run_id)
+
+
+@router.post("/{flow_run_id}/cancel", responses=RUN_CONFLICT)
+async def cancel_run(flow_run_id: uuid.UUID, service: ScheduleServiceDep) -> RunView:
+    """Cancel a scheduled, pending or running run (a running one's process is stopped by its
+    worker, then it ends Cancelled); 409 for a finished one."""
+    with _known(flow_run_id):
+        return await service.cancel_run(flow_run_id)
+
+
+@router.post("/{flow_run_id}/retry", status_code=status.HTTP_202_ACCEPTED, responses=RUN_CONFLICT)
+async def retry_run(flow_run_id: uuid.UUID, service: ScheduleServiceDep) -> RetryAnswer:
+    """Run a failed, crashed or cancelled run again with the same parameters (a new run; asked
+    twice, the same one); 409 for any other state."""
+    with _known(flow_run_id):
+        again = await service.retry_run(flow_run_id)
+    return RetryAnswer(flow_run_id=again, retry_of=flow_run_id)
