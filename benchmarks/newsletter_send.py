@@ -41,11 +41,12 @@ import aiosmtplib
 import httpx
 from sqlalchemy.engine import Engine
 
+from blocks.smtp import SmtpConfig
 from db.engine import create_db_engine
 from db.migrate import upgrade
 from db.newsletter import Recipient, queue_deliveries, save_newsletter, unsent_deliveries
 from flows.newsletter_delivery import Letter, Parts, deliver, message_domain, message_for
-from flows.newsletter_mail import SmtpConfig, smtp_bytes
+from flows.newsletter_mail import smtp_bytes
 from flows.newsletter_render import render_issue
 from flows.newsletter_sources import RssSource, fetch_sources, select_items
 from settings import normalise_database_url

@@ -2,13 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Literal
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
 
-from flows.newsletter_mail import SmtpConfig
+from blocks.base import load_block
+from settings import get_settings
+
+Security = Literal["none", "starttls", "ssl"]
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """Where messages go and how to log in there (the password is never shown)."""
+
+    host: str
+    port: int
+    from_address: str
+    security: Security = "none"
+    username: str | None = None
+    password: SecretStr | None = field(default=None, repr=False)
+    timeout: float = 30.0
+
+    @property
+    def sender(self) -> str:
+        """The envelope sender: the address part of from_address."""
+        return parseaddr(self.from_address)[1]
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class SmtpNotConfigured(LookupError):
+    """No SmtpServer block is named and SMTP_HOST / SMTP_FROM are not set."""
 
 
 def check_from_address(value: str) -> str:
@@ -37,7 +67,7 @@ class SmtpServer(Block):
     from_address: str = Field(
         description="The From header and envelope sender, e.g. Digest <digest@example.com>"
     )
-    security: Literal["none", "starttls", "ssl"] = Field(
+    security: Security = Field(
         default="starttls",
         description="starttls: upgrade after connecting (587); ssl: TLS from the start (465); "
         "none: plain text (a local relay only)",
@@ -59,3 +89,26 @@ class SmtpServer(Block):
             password=self.password,
             timeout=self.timeout_seconds,
         )
+
+
+async def resolve_smtp(block_name: str | None) -> SmtpConfig:
+    """The SmtpServer block `block_name`, else the SMTP_* settings.
+
+    Raises BlockNotFound for an unknown block, SmtpNotConfigured when neither is given.
+    """
+    if block_name is not None:
+        return (await load_block(SmtpServer, block_name)).config()
+    settings = get_settings()
+    if not settings.smtp_host or not settings.smtp_from:
+        raise SmtpNotConfigured(
+            "no SMTP server: set SMTP_HOST and SMTP_FROM, or name an SmtpServer block "
+            "in the job's config.smtp_server"
+        )
+    return SmtpConfig(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        from_address=settings.smtp_from,
+        security=settings.smtp_security,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+    )

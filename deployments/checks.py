@@ -13,12 +13,12 @@ import sqlalchemy as sa
 from prefect import get_client
 from prefect.exceptions import ObjectNotFound
 
-from blocks.base import BlockNotFound, load_block
-from blocks.chat_model import ChatModel
+from blocks.base import BlockNotFound
+from blocks.chat_model import resolve_chat_model
 from blocks.crew import resolve_crew_api, resolve_user_table
 from blocks.destination import resolve_destination_engine
 from blocks.secret_headers import shown_in_clear
-from blocks.smtp import SmtpServer
+from blocks.smtp import resolve_smtp
 from db.schema import table_problems
 from deployments.errors import FieldErrors, field_error
 from flows.api_call_params import ApiCallParameters
@@ -126,21 +126,15 @@ async def check_newsletter(params: NewsletterParameters) -> FieldErrors:
     """The blocks the job names exist, and it has an SMTP server when it sends for real."""
     config = params.config
     errors: FieldErrors = []
-    for field, block_type in (("chat_model", ChatModel), ("smtp_server", SmtpServer)):
-        name = getattr(config, field)
-        if name is None:
-            continue
+    if config.chat_model is not None:
         try:
-            await load_block(block_type, name)
+            await resolve_chat_model(config.chat_model)
         except BlockNotFound as exc:
-            errors.append(error(("config", field), str(exc)))
-    settings = get_settings()
+            errors.append(error(("config", "chat_model"), str(exc)))
     sends = "send" in params.actions and (not config.test_mode or config.test_recipients)
-    if sends and config.smtp_server is None and not (settings.smtp_host and settings.smtp_from):
-        errors.append(
-            error(
-                ("config", "smtp_server"),
-                "no SMTP server: name an SmtpServer block, or set SMTP_HOST and SMTP_FROM",
-            )
-        )
+    if sends or config.smtp_server is not None:
+        try:
+            await resolve_smtp(config.smtp_server)
+        except LookupError as exc:
+            errors.append(error(("config", "smtp_server"), str(exc)))
     return errors

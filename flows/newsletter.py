@@ -21,9 +21,8 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from blocks.base import load_block
 from blocks.chat_model import ChatError, resolve_chat_model, write_copy
-from blocks.smtp import SmtpServer
+from blocks.smtp import resolve_smtp
 from db.engine import get_engine
 from db.models import Newsletter
 from db.newsletter import (
@@ -52,11 +51,10 @@ from flows.common import (
 from flows.http import describe_error
 from flows.narration import count, run_logger
 from flows.newsletter_delivery import Letter, deliver
-from flows.newsletter_mail import SmtpConfig
 from flows.newsletter_params import ACTIONS, Action, NewsletterConfig, WorkspaceId
 from flows.newsletter_render import Issue, render_issue
 from flows.newsletter_sources import Item, SourceSpec, fetch_sources, select_items
-from settings import Settings, get_settings
+from settings import get_settings
 
 SOURCES = TypeAdapter(list[SourceSpec])
 
@@ -201,25 +199,6 @@ def store_issue(
 # -- send -------------------------------------------------------------------------------------
 
 
-async def smtp_config(settings: Settings, block_name: str | None) -> SmtpConfig:
-    """The SmtpServer block named in the config, else the SMTP_* settings."""
-    if block_name is not None:
-        return (await load_block(SmtpServer, block_name)).config()
-    if not settings.smtp_host or not settings.smtp_from:
-        raise NothingToSend(
-            "no SMTP server: set SMTP_HOST and SMTP_FROM, or name an SmtpServer block "
-            "in the job's config.smtp_server"
-        )
-    return SmtpConfig(
-        host=settings.smtp_host,
-        port=settings.smtp_port,
-        from_address=settings.smtp_from,
-        security=settings.smtp_security,
-        username=settings.smtp_username,
-        password=settings.smtp_password,
-    )
-
-
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
 async def send(
     engine: Engine,
@@ -231,7 +210,10 @@ async def send(
     """One message per recipient not yet sent this issue, over a few reused connections."""
     settings = get_settings()
     assert newsletter.id is not None
-    smtp = await smtp_config(settings, config.smtp_server)
+    try:
+        smtp = await resolve_smtp(config.smtp_server)
+    except LookupError as exc:
+        raise NothingToSend(str(exc)) from None
     claim = uuid.uuid4().hex
     with engine.begin() as conn:
         unconfirmed = settle_unconfirmed(conn, newsletter.id)

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from blocks.smtp import SmtpConfig
 from db.models import utcnow
 from db.newsletter import Claimed, Mark, claim_deliveries, mark_deliveries, release_claim
 from flows.newsletter_mail import (
@@ -28,7 +29,6 @@ from flows.newsletter_mail import (
     QuotedTemplate,
     Result,
     SendTotals,
-    SmtpConfig,
     build_message,
     send_all,
 )

@@ -34,18 +34,16 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage, Message
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Literal
 
 import aiosmtplib
-from pydantic import SecretStr
 
+from blocks.smtp import SmtpConfig
 from flows.narration import count, run_logger
-
-Security = Literal["none", "starttls", "ssl"]
 
 # SMTP's CRLF line ends; headers this module writes are never refolded by the generator, so
 # `as_bytes()` and `smtp_bytes` write the same bytes.
@@ -58,28 +56,6 @@ _FOLD_AT = 78
 _LINE_LIMIT = 998
 # How long the goodbye may take: QUIT is a courtesy, not worth a run's time.
 _QUIT_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True)
-class SmtpConfig:
-    """Where messages go and how to log in there (the password is never shown)."""
-
-    host: str
-    port: int
-    from_address: str
-    security: Security = "none"
-    username: str | None = None
-    password: SecretStr | None = field(default=None, repr=False)
-    timeout: float = 30.0
-
-    @property
-    def sender(self) -> str:
-        """The envelope sender: the address part of from_address."""
-        return parseaddr(self.from_address)[1]
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)

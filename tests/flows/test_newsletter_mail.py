@@ -13,13 +13,12 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from blocks.smtp import SmtpServer
+from blocks.smtp import SmtpConfig, SmtpServer
 from flows.newsletter_mail import (
     POLICY,
     Outgoing,
     Result,
     SendTotals,
-    SmtpConfig,
     SmtpUnavailable,
     build_message,
     send_all,
