@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -56,20 +56,26 @@ def get_schedule_service(
 ScheduleServiceDep = Annotated[ScheduleService, Depends(get_schedule_service)]
 
 
-def get_job_service(
-    request: Request, client: PrefectClientDep, engine: EngineDep, settings: SettingsDep
-) -> ScheduleService:
-    """The service-job registry's jobs: schedules of the service_job pipeline only."""
-    return ScheduleService(
-        client,
-        engine,
-        settings.work_pool_name,
-        writes=request.app.state.prefect_writes,
-        pipeline="service_job",
-        noun="job",
-    )
+def _scoped_service(pipeline: str) -> Callable[..., ScheduleService]:
+    """A dependency: the schedules of one pipeline only, called jobs (a compatible API's)."""
+
+    def service(
+        request: Request, client: PrefectClientDep, engine: EngineDep, settings: SettingsDep
+    ) -> ScheduleService:
+        return ScheduleService(
+            client,
+            engine,
+            settings.work_pool_name,
+            writes=request.app.state.prefect_writes,
+            pipeline=pipeline,
+            noun="job",
+        )
+
+    service.__doc__ = f"Jobs of the {pipeline} pipeline only."
+    return service
 
 
+get_job_service = _scoped_service("service_job")
 JobServiceDep = Annotated[ScheduleService, Depends(get_job_service)]
 
 
@@ -143,18 +149,5 @@ def get_access(
 AccessDep = Annotated[Access, Depends(get_access)]
 
 
-def get_newsletter_service(
-    request: Request, client: PrefectClientDep, engine: EngineDep, settings: SettingsDep
-) -> ScheduleService:
-    """The newsletter scheduler's jobs: schedules of the newsletter pipeline only."""
-    return ScheduleService(
-        client,
-        engine,
-        settings.work_pool_name,
-        writes=request.app.state.prefect_writes,
-        pipeline="newsletter",
-        noun="job",
-    )
-
-
+get_newsletter_service = _scoped_service("newsletter")
 NewsletterServiceDep = Annotated[ScheduleService, Depends(get_newsletter_service)]
