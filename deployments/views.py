@@ -111,6 +111,16 @@ class ScheduleStats(BaseModel):
     last_run_at: datetime | None
     next_run_at: datetime | None
 
+    def run_counts(self) -> tuple[int, int, int]:
+        """Runs that started (every state but Scheduled), completed, and failed or crashed:
+        what the compatible APIs call total, successful and failed."""
+        by_state = self.by_state
+        return (
+            self.total_runs - by_state.get("SCHEDULED", 0),
+            by_state.get("COMPLETED", 0),
+            by_state.get("FAILED", 0) + by_state.get("CRASHED", 0),
+        )
+
 
 def run_duration(run: FlowRun) -> float | None:
     """Seconds from start to end (Prefect's run time while it has no end yet)."""

@@ -217,18 +217,8 @@ def _job(view: ScheduleView, stats: ScheduleStats | None = None) -> Job:
     )
     if stats is not None:
         job.last_run_at = stats.last_run_at
-        job.total_runs, job.successful_runs, job.failed_runs = _run_counts(stats)
+        job.total_runs, job.successful_runs, job.failed_runs = stats.run_counts()
     return job
-
-
-def _run_counts(stats: ScheduleStats) -> tuple[int, int, int]:
-    """Runs that started (every state but Scheduled), completed, and failed or crashed."""
-    by_state = stats.by_state
-    return (
-        stats.total_runs - by_state.get("SCHEDULED", 0),
-        by_state.get("COMPLETED", 0),
-        by_state.get("FAILED", 0) + by_state.get("CRASHED", 0),
-    )
 
 
 def _ms(seconds: float | None) -> int | None:
@@ -236,7 +226,7 @@ def _ms(seconds: float | None) -> int | None:
 
 
 def _job_stats(job_name: str, stats: ScheduleStats) -> JobStats:
-    total, successful, failed = _run_counts(stats)
+    total, successful, failed = stats.run_counts()
     return JobStats(
         job_name=job_name,
         total_runs=total,

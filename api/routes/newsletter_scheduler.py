@@ -10,7 +10,6 @@ bound to workspaces sees its workspaces' jobs only: another workspace's job is a
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,9 +24,10 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from api.deps import Access, AccessDep, NewsletterServiceDep
 from api.envelope import Envelope
+from deployments.descriptions import slug_words
 from deployments.errors import ScheduleNotFound, SpecError
 from deployments.prefect_api import count_runs
-from deployments.service import ScheduleService
+from deployments.service import NOT_SCHEDULED, ScheduleService
 from deployments.spec import (
     CronTiming,
     DailyTiming,
@@ -44,7 +44,6 @@ PIPELINE = "newsletter"
 ScheduleType = Literal["daily", "weekly", "cron", "custom"]
 ExecutionStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_RAN: list[StateType] = [t for t in StateType if t not in (StateType.SCHEDULED, StateType.PENDING)]
 _FAILED = [StateType.FAILED, StateType.CRASHED]
 # Jobs whose run counts a list reads from Prefect at once (three counts each).
 COUNT_READS = 8
@@ -278,7 +277,8 @@ def _seed_timing(view: ScheduleView) -> dict[str, Any]:
 
 
 def _slug(name: str) -> str:
-    words = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-")
+    """A new job's deployment name: its words, and a suffix (names need not be unique)."""
+    words = slug_words(name)[:40].strip("-")
     return f"newsletter-{words or 'job'}-{uuid.uuid4().hex[:8]}"
 
 
@@ -314,26 +314,34 @@ async def _visible(
 
 
 async def _counts(service: ScheduleService, deployment_id: uuid.UUID) -> tuple[int, int, int]:
-    """Runs that started, completed, and failed or crashed (Prefect's exact counts)."""
+    """Runs that started, completed, and failed or crashed (Prefect's exact counts, as
+    ScheduleStats.run_counts counts them)."""
     ran, completed, failed = await asyncio.gather(
-        count_runs(service.client, deployment_id, _RAN),
+        count_runs(service.client, deployment_id, NOT_SCHEDULED),
         count_runs(service.client, deployment_id, [StateType.COMPLETED]),
         count_runs(service.client, deployment_id, _FAILED),
     )
     return ran, completed, failed
 
 
-async def _job(service: ScheduleService, view: ScheduleView) -> SchedulerJobResponse:
+def _seed_fields(view: ScheduleView) -> dict[str, Any]:
+    """What a job was created with, in the seed's fields, as its deployment has it now."""
     params = view.parameters
+    return {
+        "workspace_id": str(params.get("workspace_id", "")),
+        "name": str(params.get("job_name", view.name)),
+        "description": view.description or None,
+        "actions": list(params.get("actions") or ACTIONS),
+        "config": params.get("config") or {},
+        **_seed_timing(view),
+    }
+
+
+async def _job(service: ScheduleService, view: ScheduleView) -> SchedulerJobResponse:
     total, successful, failed = await _counts(service, view.deployment_id)
     last = view.last_run
     return SchedulerJobResponse(
         id=view.deployment_id,
-        workspace_id=str(params.get("workspace_id", "")),
-        name=str(params.get("job_name", view.name)),
-        description=view.description or None,
-        actions=list(params.get("actions") or ACTIONS),
-        config=params.get("config") or {},
         status="paused" if view.paused else "active",
         is_enabled=not view.paused,
         next_run_at=view.next_runs[0] if view.next_runs else None,
@@ -344,7 +352,7 @@ async def _job(service: ScheduleService, view: ScheduleView) -> SchedulerJobResp
         deployment_name=view.name,
         created_at=view.created,
         updated_at=view.updated,
-        **_seed_timing(view),
+        **_seed_fields(view),
     )
 
 
@@ -453,7 +461,7 @@ async def update_scheduler_job(
     given = request.model_dump(exclude_unset=True)
     enabled = given.pop("is_enabled", None)
     if given:
-        current = (await _job(service, await service.get(deployment.name))).model_dump()
+        current = _seed_fields(await service.get(deployment.name))
         if "schedule_type" in given:  # a new type brings its own fields; drop the old ones
             for field in ("schedule_time", "schedule_days", "cron_expression", "rrule"):
                 current[field] = None
@@ -541,13 +549,12 @@ async def get_job_execution_stats(
     """Total, successful and failed executions, success rate and average duration."""
     deployment = await _visible(service, access, job_id)
     stats = await service.stats(deployment.name)
-    by_state = stats.by_state
-    failed = by_state.get("FAILED", 0) + by_state.get("CRASHED", 0)
+    total, successful, failed = stats.run_counts()
     return Envelope(
         data=SchedulerExecutionStats(
             job_id=job_id,
-            total_executions=stats.total_runs - by_state.get("SCHEDULED", 0),
-            successful_executions=by_state.get("COMPLETED", 0),
+            total_executions=total,
+            successful_executions=successful,
             failed_executions=failed,
             success_rate=round(stats.success_rate * 100, 1)
             if stats.success_rate is not None
