@@ -112,8 +112,10 @@ def upsert_rows(
     table: sa.Table,
     rows: Sequence[Mapping[str, Any]],
     key_columns: Sequence[str] = (),
+    update: Sequence[str] | None = None,
 ) -> int:
-    """Insert `rows` set-based; with `key_columns`, a row whose key exists updates it instead.
+    """Insert `rows` set-based; with `key_columns`, a row whose key exists updates it instead
+    (its `update` columns; default: every other column given; none: the row is left as is).
 
     One INSERT ... ON CONFLICT executemany per batch, so a retried store never writes a row twice.
     Returns the number of rows written.
@@ -132,7 +134,11 @@ def upsert_rows(
         if dialect_insert is None:
             raise NotImplementedError(f"upsert is not supported on {conn.dialect.name}")
         ins: Any = dialect_insert(table)
-        updated = [c for c in rows[0] if c not in key_columns and c in table.c]
+        updated = (
+            [c for c in rows[0] if c not in key_columns and c in table.c]
+            if update is None
+            else list(update)
+        )
         stmt = (
             ins.on_conflict_do_update(
                 index_elements=list(key_columns),

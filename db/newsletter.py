@@ -19,10 +19,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, func, select
 
+from db.crud import upsert_rows
 from db.models import (
     Delivery,
     Newsletter,
@@ -33,8 +33,6 @@ from db.models import (
 )
 
 DELIVERY_STATUSES = ("queued", "sending", "sent", "failed")
-# Rows per statement of a bulk write.
-CHUNK = 5_000
 
 
 def _table(model: Any) -> sa.Table:
@@ -97,26 +95,14 @@ def upsert_subscribers(
         }
         for s in subscribers
     ]
-    if not rows:
-        return 0
-    # Within one statement an address may appear once (PostgreSQL refuses otherwise): the
-    # last one given wins, as it would have in sequential upserts.
-    rows = list({row["email"]: row for row in rows}.values())
-    ins = _dialect_insert(conn, _table(Subscriber))
-    stmt = ins.on_conflict_do_update(
-        index_elements=["workspace_id", "email"],
-        set_={c: ins.excluded[c] for c in ("name", "status", "updated_at")},
+    # created_at and the unsubscribe token are a subscriber's for good: never updated.
+    return upsert_rows(
+        conn,
+        _table(Subscriber),
+        rows,
+        key_columns=("workspace_id", "email"),
+        update=("name", "status", "updated_at"),
     )
-    for start in range(0, len(rows), CHUNK):
-        conn.execute(stmt, rows[start : start + CHUNK])
-    return len(rows)
-
-
-def _dialect_insert(conn: Connection, table: sa.Table) -> Any:
-    """An INSERT with the dialect's ON CONFLICT clauses (PostgreSQL's or SQLite's)."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
 
 
 def list_subscribers(
@@ -255,11 +241,7 @@ def queue_deliveries(conn: Connection, newsletter_id: int, recipients: Sequence[
         for r in recipients
     ]
     table = _table(Delivery)
-    stmt = _dialect_insert(conn, table).on_conflict_do_nothing(
-        index_elements=["newsletter_id", "email"]
-    )
-    for start in range(0, len(rows), CHUNK):
-        conn.execute(stmt, rows[start : start + CHUNK])
+    upsert_rows(conn, table, rows, key_columns=("newsletter_id", "email"), update=())
     count = sa.select(func.count()).select_from(table).where(table.c.newsletter_id == newsletter_id)
     return int(conn.execute(count).scalar_one())
 

@@ -156,3 +156,23 @@ def test_an_unsubscribe_token_unsubscribes_its_subscriber_only(any_engine: Engin
         assert unsubscribe(conn, token)
         assert not unsubscribe(conn, "0" * 32)
         assert [r.email for r in active_recipients(conn, "ws-1")] == ["b@x.test"]
+
+
+def test_a_bulk_upsert_keeps_each_subscribers_token_and_creation_time(any_engine: Engine):
+    """Past 1,000 rows PostgreSQL upserts go through COPY: the same columns are updated."""
+    people = [{"email": f"r{i}@example.test", "name": f"R{i}"} for i in range(1500)]
+    with any_engine.begin() as conn:
+        upsert_subscribers(conn, "ws-1", people)
+    with Session(any_engine) as session:
+        before = {
+            s.email: (s.token, s.created_at)
+            for s in list_subscribers(session, "ws-1", limit=2000)[0]
+        }
+    renamed = [{**p, "name": "renamed", "status": "unsubscribed"} for p in people]
+    with any_engine.begin() as conn:
+        upsert_subscribers(conn, "ws-1", renamed)
+    with Session(any_engine) as session:
+        rows, total = list_subscribers(session, "ws-1", limit=2000)
+    assert total == 1500
+    assert {s.email: (s.token, s.created_at) for s in rows} == before
+    assert {(s.name, s.status) for s in rows} == {("renamed", "unsubscribed")}
