@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import asdict, fields
 from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -57,6 +58,7 @@ from flows.newsletter_sources import Item, SourceSpec, fetch_sources, select_ite
 from settings import get_settings
 
 SOURCES = TypeAdapter(list[SourceSpec])
+ITEM_FIELDS = tuple(f.name for f in fields(Item))
 
 
 class NothingToSend(ReportedFailure):
@@ -79,11 +81,18 @@ class Journal:
 
 
 def workspace_sources(engine: Engine, workspace_id: str, types: Sequence[str] | None) -> list[Any]:
-    """The workspace's sources of the given types (all when None), validated."""
+    """The workspace's sources of the given types (all when None), validated; the run fails
+    with the reason when there are none or they are invalid."""
     with Session(engine) as session:
         stored = list_sources(session, workspace_id)
-    sources = SOURCES.validate_python(stored)
-    return [s for s in sources if types is None or s.type in types]
+    try:
+        sources = [s for s in SOURCES.validate_python(stored) if types is None or s.type in types]
+    except ValidationError as exc:
+        raise ReportedFailure(f"workspace sources are invalid: {exc}") from None
+    if not sources:
+        kinds = f" of type {', '.join(types)}" if types else ""
+        raise NothingToSend(f"workspace {workspace_id} has no sources{kinds}")
+    return sources
 
 
 @task(cache_policy=NO_CACHE)
@@ -165,14 +174,15 @@ def store_issue(
     issue: Issue,
     items: Sequence[Item],
     *,
+    job_id: uuid.UUID | None,
     job_name: str,
     workspace_id: str,
     test_mode: bool,
 ) -> int:
-    """The issue and its items in our tables (once per flow run)."""
+    """The issue and its items (with the summaries it shows) in our tables, once per flow run."""
     row = {
         "flow_run_id": current_flow_run_id(),
-        "job_id": _job_id(),
+        "job_id": job_id,
         "job_name": job_name,
         "workspace_id": workspace_id,
         "subject": issue.subject,
@@ -180,18 +190,7 @@ def store_issue(
         "text": issue.text,
         "test_mode": test_mode,
     }
-    item_rows = [
-        {
-            "title": i.title,
-            "url": i.url,
-            "source": i.source,
-            "source_label": i.source_label,
-            "published_at": i.published_at,
-            "summary": (issue.summaries or {}).get(i.url, i.summary),
-            "author": i.author,
-        }
-        for i in items
-    ]
+    item_rows = [{**asdict(i), "summary": issue.summaries.get(i.url, i.summary)} for i in items]
     with engine.begin() as conn:
         return save_newsletter(conn, row, item_rows)
 
@@ -283,18 +282,26 @@ def issue_day(timezone: str) -> date:
 
 
 def stored_items(session: Session, newsletter_id: int) -> list[Item]:
+    """The items an issue was made of, as scrape found them."""
     return [
-        Item(
-            title=r.title,
-            url=r.url,
-            source=r.source,
-            source_label=r.source_label,
-            published_at=r.published_at,
-            summary=r.summary,
-            author=r.author,
-        )
-        for r in newsletter_items(session, newsletter_id)
+        Item(**{name: getattr(row, name) for name in ITEM_FIELDS})
+        for row in newsletter_items(session, newsletter_id)
     ]
+
+
+def resumed(issue: Newsletter, items: Sequence[Item], steps: Sequence[str]) -> dict[str, Any]:
+    """The scrape and generate results of an issue an earlier attempt of this run made."""
+    results: dict[str, Any] = {}
+    if "scrape" in steps:
+        results["scrape_result"] = {"items_scraped": len(items), "resumed": True}
+    if "generate" in steps:
+        results["generate_result"] = {
+            "newsletter_id": issue.id,
+            "items_used": issue.items_used,
+            "subject": issue.subject,
+            "resumed": True,
+        }
+    return results
 
 
 @flow(name="newsletter")
@@ -306,10 +313,10 @@ async def newsletter(
     timezone: str = "UTC",
 ) -> dict[str, Any]:
     """Scrape, generate and send one issue of a workspace's newsletter job."""
-    settings = get_settings()
     engine = get_engine()
     config = config or NewsletterConfig()
     steps = actions or list(ACTIONS)
+    job_id = _job_id()
     journal = Journal()
     results: dict[str, Any] = {}
 
@@ -321,7 +328,7 @@ async def newsletter(
             engine,
             "newsletter",
             finish=finish,
-            job_id=str(_job_id()) if _job_id() else None,
+            job_id=str(job_id) if job_id else None,
             workspace_id=workspace_id,
             actions=steps,
             test_mode=config.test_mode,
@@ -329,50 +336,41 @@ async def newsletter(
         Session(engine) as session,
     ):
         issue_row = get_newsletter_of_run(session, outcome.flow_run_id)
-        items: list[Item] = []
-        async with httpx.AsyncClient(timeout=30, follow_redirects=True) as client:
-            if "scrape" in steps and issue_row is not None:
-                items = stored_items(session, issue_row.id or 0)
-                results["scrape_result"] = {"items_scraped": len(items), "resumed": True}
-                journal(f"reusing issue {issue_row.id} of an earlier attempt of this run")
-            elif "scrape" in steps:
-                try:
-                    sources = workspace_sources(engine, workspace_id, config.sources)
-                except ValidationError as exc:
-                    raise ReportedFailure(f"workspace sources are invalid: {exc}") from None
-                if not sources:
-                    raise NothingToSend(
-                        f"workspace {workspace_id} has no sources"
-                        + (f" of type {', '.join(config.sources)}" if config.sources else "")
-                    )
+        if issue_row is not None and issue_row.id is not None:
+            items = stored_items(session, issue_row.id)
+            results.update(resumed(issue_row, items, steps))
+            journal(f"reusing issue {issue_row.id} of an earlier attempt of this run")
+        elif "scrape" in steps:
+            async with httpx.AsyncClient(timeout=30, follow_redirects=True) as client:
+                sources = workspace_sources(engine, workspace_id, config.sources)
                 items, results["scrape_result"] = await scrape(
-                    client, sources, config, settings.reddit_base_url, unwalked(journal)
+                    client, sources, config, get_settings().reddit_base_url, unwalked(journal)
                 )
                 if not items:
-                    reason = _nothing_scraped(results["scrape_result"], config)
-                    results["generate_result"] = {"skipped": True, "reason": reason}
+                    reason, fatal = _nothing_scraped(results["scrape_result"], config)
+                    skipped = {"skipped": True, "reason": reason}
+                    results["generate_result"] = skipped
                     if "send" in steps:
-                        results["send_result"] = {"skipped": True, "reason": reason}
+                        results["send_result"] = skipped
                     journal(f"nothing to send: {reason}", warning=True)
-                    if (
-                        results["scrape_result"]["failures"]
-                        and not results["scrape_result"]["items_found"]
-                    ):
+                    if fatal:
                         raise NothingToSend(reason)
                     return results
-            if "generate" in steps and issue_row is None:
-                issue, note = await generate(
-                    client,
-                    unwalked(items),
-                    job_name=job_name,
-                    day=issue_day(timezone),
-                    config=config,
-                    journal=unwalked(journal),
-                )
+                if "generate" in steps:
+                    issue, note = await generate(
+                        client,
+                        unwalked(items),
+                        job_name=job_name,
+                        day=issue_day(timezone),
+                        config=config,
+                        journal=unwalked(journal),
+                    )
+            if "generate" in steps:
                 newsletter_id = store_issue(
                     engine,
                     issue,
                     items,
+                    job_id=job_id,
                     job_name=job_name,
                     workspace_id=workspace_id,
                     test_mode=config.test_mode,
@@ -390,16 +388,9 @@ async def newsletter(
                     "subject": issue.subject,
                     **note,
                 }
-            elif "generate" in steps and issue_row is not None:
-                results["generate_result"] = {
-                    "newsletter_id": issue_row.id,
-                    "items_used": issue_row.items_used,
-                    "subject": issue_row.subject,
-                    "resumed": True,
-                }
         if "send" in steps:
             if issue_row is None:
-                issue_row = latest_newsletter_of_job(session, _job_id())
+                issue_row = latest_newsletter_of_job(session, job_id)
             if issue_row is None:
                 raise NothingToSend("no issue to send: this job has generated none")
             recipients = _recipients(engine, workspace_id, config)
@@ -412,10 +403,9 @@ async def newsletter(
                 }
                 journal("test mode: issue stored, nothing sent")
             else:
-                results["send_result"] = await send(
+                results["send_result"] = sent = await send(
                     engine, issue_row, unwalked(recipients), config, unwalked(journal)
                 )
-                sent = results["send_result"]
                 outcome.items_processed = sent["recipients"]
                 outcome.items_succeeded = sent["sent_count"]
                 outcome.items_failed = sent["failed_count"]
@@ -430,9 +420,10 @@ def _recipients(engine: Engine, workspace_id: str, config: NewsletterConfig) -> 
         return active_recipients(conn, workspace_id)
 
 
-def _nothing_scraped(result: dict[str, Any], config: NewsletterConfig) -> str:
+def _nothing_scraped(result: dict[str, Any], config: NewsletterConfig) -> tuple[str, bool]:
+    """Why nothing was scraped, and whether the run fails for it (every source failed)."""
     failures = result["failures"]
     if failures and not result["items_found"]:
         first = failures[0]
-        return f"nothing scraped: every source failed ({first['source']}: {first['error']})"
-    return f"nothing scraped: no items newer than {config.days_back:g} day(s)"
+        return f"nothing scraped: every source failed ({first['source']}: {first['error']})", True
+    return f"nothing scraped: no items newer than {config.days_back:g} day(s)", False
