@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -195,9 +195,10 @@ class Settings(BaseSettings):
             return []
         return [p.strip() for p in self.service_allowlist.split(",") if p.strip()]
 
-    @property
+    @cached_property
     def workspace_key_map(self) -> dict[str, frozenset[str]]:
-        """WORKSPACE_KEYS: each key and the workspaces it reaches."""
+        """WORKSPACE_KEYS: each key and the workspaces it reaches (parsed once; the Gate and
+        the routes read it on every request)."""
         if self.workspace_keys is None:
             return {}
         return parse_workspace_keys(self.workspace_keys.get_secret_value())

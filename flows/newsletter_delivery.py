@@ -68,7 +68,6 @@ class LedgerWriter:
         self.claim = claim
         self.flush_seconds = flush_seconds
         self.pending: list[Mark] = []
-        self.written = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -86,7 +85,6 @@ class LedgerWriter:
         marks, self.pending = self.pending, []
         if marks:
             await asyncio.to_thread(self._write, marks)
-            self.written += len(marks)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
