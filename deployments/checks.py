@@ -137,4 +137,21 @@ async def check_newsletter(params: NewsletterParameters) -> FieldErrors:
             await resolve_smtp(config.smtp_server)
         except LookupError as exc:
             errors.append(error(("config", "smtp_server"), str(exc)))
+    if config.rate_limit is not None:
+        errors += await _check_rate_limit(config.rate_limit)
     return errors
+
+
+async def _check_rate_limit(name: str) -> FieldErrors:
+    """`name` is a Prefect global concurrency limit with slot decay (what rate_limit needs)."""
+    async with get_client() as client:
+        try:
+            limit = await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            return [
+                error(("config", "rate_limit"), f"no Prefect global concurrency limit {name!r}")
+            ]
+    if not limit.slot_decay_per_second:
+        message = f"global concurrency limit {name!r} has no slot decay: it is not a rate limit"
+        return [error(("config", "rate_limit"), message)]
+    return []

@@ -129,6 +129,7 @@ BAD_JOBS = [
     ({"config": {"test_recipients": ["not-an-address"]}}, "config"),
     ({"config": {"max_items": 0}}, "config"),
     ({"config": {"smtp_server": "no-such-block"}}, "config"),
+    ({"config": {"rate_limit": "no-such-limit"}}, "config"),
     ({"actions": ["generate", "send"]}, "actions"),
 ]
 
