@@ -254,6 +254,29 @@ def _feed_date(entry: Any) -> datetime | None:
     return datetime(*parsed[:6], tzinfo=UTC)
 
 
+def _item(
+    source: RssSource | RedditSource | HtmlSource,
+    *,
+    title: str,
+    url: str,
+    published_at: datetime | None,
+    summary: str = "",
+    author: str | None = None,
+) -> Item | None:
+    """One parsed item, or None when it has no title or its link is not http(s)."""
+    if not title or not url or not _is_http(url):
+        return None
+    return Item(
+        title=title,
+        url=url,
+        source=source.type,
+        source_label=source.label,
+        published_at=published_at,
+        summary=truncate(summary),
+        author=author,
+    )
+
+
 def parse_feed(content: bytes, source: RssSource) -> list[Item]:
     """The entries of an RSS 2.0 or Atom document; entries without a title or link are skipped."""
     # A stream, not bytes: feedparser tries to open() a bytes argument as a local file name.
@@ -264,23 +287,17 @@ def parse_feed(content: bytes, source: RssSource) -> list[Item]:
         raise SourceError(f"not an RSS or Atom feed{detail}")
     items = []
     for entry in parsed.entries:
-        title = _feed_text(entry, "title")
         href = (entry.get("link") or "").strip()
-        link = urljoin(source.url, href) if href else ""
-        if not title or not link or not _is_http(link):
-            continue
-        summary = _feed_text(entry, "summary")
-        items.append(
-            Item(
-                title=title,
-                url=link,
-                source=source.type,
-                source_label=source.label,
-                published_at=_feed_date(entry),
-                summary=truncate(summary),
-                author=collapse_whitespace(entry.get("author") or "") or None,
-            )
+        item = _item(
+            source,
+            title=_feed_text(entry, "title"),
+            url=urljoin(source.url, href) if href else "",
+            published_at=_feed_date(entry),
+            summary=_feed_text(entry, "summary"),
+            author=collapse_whitespace(entry.get("author") or "") or None,
         )
+        if item is not None:
+            items.append(item)
     return items
 
 
@@ -322,20 +339,17 @@ def parse_reddit(payload: Any, source: RedditSource, base_url: str) -> list[Item
         elif url.startswith("/"):
             # Crossposts and galleries may carry a site-relative URL.
             url = f"{base}{url}"
-        if not title or not _is_http(url):
-            continue
         author = post.get("author")
-        items.append(
-            Item(
-                title=title,
-                url=url,
-                source=source.type,
-                source_label=source.label,
-                published_at=_reddit_date(post.get("created_utc")),
-                summary=truncate(collapse_whitespace(str(post.get("selftext") or ""))),
-                author=author if isinstance(author, str) and author != "[deleted]" else None,
-            )
+        item = _item(
+            source,
+            title=title,
+            url=url,
+            published_at=_reddit_date(post.get("created_utc")),
+            summary=collapse_whitespace(str(post.get("selftext") or "")),
+            author=author if isinstance(author, str) and author != "[deleted]" else None,
         )
+        if item is not None:
+            items.append(item)
     return items
 
 
@@ -354,21 +368,17 @@ def parse_html(content: str, source: HtmlSource, page_url: str) -> list[Item]:
         link_node = node.css_first(source.link_selector)
         title = html_to_text(title_node.html or "") if title_node else ""
         href = (link_node.attributes.get("href") or "").strip() if link_node else ""
-        link = urljoin(page_url, href) if href else ""
-        if not title or not link or not _is_http(link):
-            continue
         summary_node = node.css_first(source.summary_selector) if source.summary_selector else None
         date_node = node.css_first(source.date_selector) if source.date_selector else None
-        items.append(
-            Item(
-                title=title,
-                url=link,
-                source=source.type,
-                source_label=source.label,
-                published_at=_html_date(date_node),
-                summary=truncate(html_to_text(summary_node.html or "")) if summary_node else "",
-            )
+        item = _item(
+            source,
+            title=title,
+            url=urljoin(page_url, href) if href else "",
+            published_at=_html_date(date_node),
+            summary=html_to_text(summary_node.html or "") if summary_node else "",
         )
+        if item is not None:
+            items.append(item)
     return items
 
 
