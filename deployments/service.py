@@ -132,6 +132,8 @@ class ScheduleService:
         self.writes = writes or asyncio.Semaphore(4)
         self.pipeline = pipeline
         self.noun = noun
+        # What by_id read, for the first call by name that follows (a service is per request).
+        self._just_read: dict[str, DeploymentResponse] = {}
 
     # -- validation -------------------------------------------------------------------------
 
@@ -156,7 +158,8 @@ class ScheduleService:
         return found[0] if found else None
 
     async def _get(self, name: str) -> tuple[DeploymentResponse, Pipeline]:
-        deployment = await self.find(name)
+        # A deployment by_id just read (this request's id lookup) is used once, not read again.
+        deployment = self._just_read.pop(name, None) or await self.find(name)
         if deployment is None:
             raise ScheduleNotFound(name, self.noun)
         pipeline = pipeline_of(deployment)
@@ -173,6 +176,7 @@ class ScheduleService:
             raise ScheduleNotFound(str(deployment_id), self.noun) from None
         if self.pipeline is not None and pipeline_of(deployment).name != self.pipeline:
             raise ScheduleNotFound(str(deployment_id), self.noun)
+        self._just_read[deployment.name] = deployment
         return deployment
 
     def _outcomes(self, runs: Sequence[FlowRun]) -> dict[uuid.UUID, RunOutcome]:
