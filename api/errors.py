@@ -11,10 +11,15 @@ envelope fields (`success`, `error`) beside it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from deployments.errors import SpecError
 
 
 class ErrorAnswer(BaseModel):
@@ -73,3 +78,20 @@ def document_errors(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+@contextmanager
+def spec_refusals(loc_of: Callable[[tuple[str, ...]], list[str]]) -> Iterator[None]:
+    """Refusals of a schedule spec (pydantic's or the service's SpecError) as 422s on the
+    fields of a compatible API's payload: `loc_of` maps a spec field's location to its own."""
+    try:
+        yield
+    except ValidationError as exc:
+        errors: list[dict[str, Any]] = [dict(e) for e in exc.errors()]
+    except SpecError as exc:
+        errors = exc.errors
+    else:
+        return
+    raise RequestValidationError(
+        [{**e, "loc": ["body", *loc_of(tuple(str(p) for p in e["loc"]))]} for e in errors]
+    ) from None

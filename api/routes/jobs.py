@@ -7,21 +7,18 @@ registry's fields (`cronExpression`) and its nouns (a job, not a schedule).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
-from fastapi.exceptions import RequestValidationError
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from api.bounds import Offset
 from api.deps import JobServiceDep
 from api.envelope import Envelope, ListEnvelope
-from api.errors import CONFLICT
-from deployments.errors import SpecError
+from api.errors import CONFLICT, spec_refusals
 from deployments.spec import CronTiming, SchedulePatch, ScheduleSpec
 from deployments.views import RunView, ScheduleStats, ScheduleView, Unreadable
 
@@ -173,27 +170,16 @@ class CronChange(BaseModel):
     timezone: str | None = None
 
 
-def _registry_errors(errors: list[dict[str, Any]]) -> RequestValidationError:
-    """Our spec's field errors as errors on the registry payload's fields."""
-    translated = []
-    for error in errors:
-        loc = tuple(str(part) for part in error["loc"])
-        if loc[:1] == ("parameters",):
-            loc = loc[1:]
-        field = _REGISTRY_FIELD.get(loc) or to_camel(loc[-1] if loc else "body")
-        translated.append({**error, "loc": ["body", field]})
-    return RequestValidationError(translated)
+def _registry_loc(loc: tuple[str, ...]) -> list[str]:
+    """Where a spec field stands in the registry's payload (camelCase, parameters flattened)."""
+    if loc[:1] == ("parameters",):
+        loc = loc[1:]
+    return [_REGISTRY_FIELD.get(loc) or to_camel(loc[-1] if loc else "body")]
 
 
-@contextmanager
-def _in_registry_terms() -> Iterator[None]:
-    """Refusals of the spec (pydantic's or the service's) as 422s on the registry's fields."""
-    try:
-        yield
-    except ValidationError as exc:
-        raise _registry_errors([dict(e) for e in exc.errors()]) from None
-    except SpecError as exc:
-        raise _registry_errors(exc.errors) from None
+def _in_registry_terms() -> AbstractContextManager[None]:
+    """Refusals of the spec as 422s on the registry's fields."""
+    return spec_refusals(_registry_loc)
 
 
 def _job(view: ScheduleView, stats: ScheduleStats | None = None) -> Job:

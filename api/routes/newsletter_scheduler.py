@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -20,12 +19,13 @@ from fastapi import APIRouter, Query, status
 from fastapi.exceptions import RequestValidationError
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.responses import DeploymentResponse
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from api.deps import Access, AccessDep, NewsletterServiceDep
 from api.envelope import Envelope
+from api.errors import spec_refusals
 from deployments.descriptions import slug_words
-from deployments.errors import ScheduleNotFound, SpecError
+from deployments.errors import ScheduleNotFound
 from deployments.prefect_api import count_runs
 from deployments.service import NOT_SCHEDULED, ScheduleService
 from deployments.spec import (
@@ -205,20 +205,9 @@ def _seed_loc(loc: tuple[str, ...]) -> list[str]:
     return list(loc)
 
 
-@contextmanager
-def _in_seed_terms() -> Iterator[None]:
-    """Refusals of the spec (pydantic's or the service's) as 422s on the seed's fields."""
-    try:
-        yield
-    except ValidationError as exc:
-        errors: list[dict[str, Any]] = [dict(e) for e in exc.errors()]
-    except SpecError as exc:
-        errors = exc.errors
-    else:
-        return
-    raise RequestValidationError(
-        [{**e, "loc": ["body", *_seed_loc(tuple(str(p) for p in e["loc"]))]} for e in errors]
-    ) from None
+def _in_seed_terms() -> AbstractContextManager[None]:
+    """Refusals of the spec as 422s on the seed's fields."""
+    return spec_refusals(_seed_loc)
 
 
 def _missing(field: str, schedule_type: str) -> RequestValidationError:
