@@ -5,10 +5,13 @@ Prefect's process worker template makes every field of a run's job a variable, `
 (`job_variables`): anyone who can create a flow run could make the worker execute a command
 of their choosing (`{"job_variables": {"command": "touch /tmp/x"}}`), or the same through
 `env` (`PYTHONPATH`, `LD_PRELOAD`) or `working_dir`. Our template fixes those three; the only
-variables are the harmless ones Prefect's has (`name`, `labels`, `stream_output`) and a run's
-flow retries, and Prefect's server refuses any other variable (422, `additionalProperties`),
-when it creates a run. Retries reach the run as the settings Prefect's flow decorator reads
-its defaults from.
+variables are the harmless ones Prefect's has (`name`, `labels`, `stream_output`), a run's
+flow retries and its schedule's run controls (backoff, timeout, and the `controls` object the
+warm worker reads), and Prefect's server refuses any other variable (422,
+`additionalProperties`), when it creates a run. Retries reach the run as the settings
+Prefect's flow decorator reads its defaults from, the backoff and timeout as the `SCHEDULE_*`
+variables our flows read (flows/run_controls.py). A run may set its own controls (say,
+`controls: {}` to start outside its windows): whoever may create a run may also run it now.
 
 Two holes Prefect leaves, and how far they are closed: Prefect's server checks a deployment's
 job variables when it is created but not when a PATCH leaves its pool alone, and its process
@@ -24,14 +27,24 @@ auth (PREFECT_SERVER_API_AUTH_STRING) keeps that to those allowed to write deplo
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, get_args
 
 from prefect.workers.process import ProcessWorker
 
-from deployments.spec import SpecSettings
+from deployments.spec import Backoff, SpecSettings
+from flows.run_controls import BACKOFF_ENV, DEFAULTS, MAX_DELAY_ENV, TIMEOUT_ENV
 
 RETRIES = "retries"
 RETRY_DELAY = "retry_delay_seconds"
+# The spec's run controls its flows apply (flows/run_controls.py), each a variable reaching
+# the run as an environment variable; 0 is "none" (Prefect's templates have no null).
+TIMEOUT = "timeout_seconds"
+BACKOFF = "retry_backoff"
+MAX_DELAY = "retry_max_delay_seconds"
+RUN_ENV = {TIMEOUT: TIMEOUT_ENV, BACKOFF: BACKOFF_ENV, MAX_DELAY: MAX_DELAY_ENV}
+# The controls our warm worker applies before it starts a run (deployments/controls.py):
+# windows, catch-up and jitter, as one object variable.
+CONTROLS = "controls"
 # Prefect reads flow-level retry defaults from these when the flow decorator sets none.
 RETRIES_ENV = "PREFECT_FLOWS_DEFAULT_RETRIES"
 RETRY_DELAY_ENV = "PREFECT_FLOWS_DEFAULT_RETRY_DELAY_SECONDS"
@@ -48,7 +61,7 @@ LOCKED = ("command", "env", "working_dir")
 def _bounds(field: str) -> dict[str, Any]:
     """A spec field's integer bounds and default, as JSON schema (one place for the rule)."""
     info = SpecSettings.model_fields[field]
-    schema: dict[str, Any] = {"type": "integer", "default": info.default}
+    schema: dict[str, Any] = {"type": "integer", "default": info.default or 0}
     for rule in info.metadata:
         if (ge := getattr(rule, "ge", None)) is not None:
             schema["minimum"] = ge
@@ -63,13 +76,15 @@ def default_job_env() -> dict[str, str]:
         RETRIES_ENV: str(_bounds(RETRIES)["default"]),
         RETRY_DELAY_ENV: str(_bounds(RETRY_DELAY)["default"]),
         HEARTBEAT_ENV: str(HEARTBEAT_SECONDS),
+        **DEFAULTS,
     }
 
 
-def locked_job_template(command: str | None) -> dict[str, Any]:
+def locked_job_template(command: str | None, *, gated: bool = False) -> dict[str, Any]:
     """The base job template for a pool whose runs execute `command` and nothing else.
 
-    `command` None is the process worker's own choice (`python -m prefect.engine`).
+    `command` None is the process worker's own choice (`python -m prefect.engine`). A
+    `gated` template (our warm worker's) also hands the run's `controls` to the worker.
     """
     stock = copy.deepcopy(ProcessWorker.get_default_base_job_template())
     properties = stock["variables"]["properties"]
@@ -86,6 +101,28 @@ def locked_job_template(command: str | None) -> dict[str, Any]:
                 "title": "Seconds between flow retries",
                 **_bounds(RETRY_DELAY),
             },
+            BACKOFF: {
+                "title": "Flow retry backoff",
+                "description": "exponential: each retry waits twice the one before",
+                "type": "string",
+                "enum": list(get_args(Backoff)),
+                "default": "fixed",
+            },
+            MAX_DELAY: {
+                "title": "Longest wait between flow retries (0: no cap)",
+                **_bounds(MAX_DELAY),
+            },
+            TIMEOUT: {
+                "title": "Run timeout in seconds (0: none)",
+                **{**_bounds(TIMEOUT), "minimum": 0},
+            },
+            CONTROLS: {
+                "title": "Scheduling controls",
+                "description": "Windows, catch-up and jitter, applied by the warm worker "
+                "before a run starts (set through the schedule spec).",
+                "type": "object",
+                "default": {},
+            },
         },
         "additionalProperties": False,
     }
@@ -95,15 +132,49 @@ def locked_job_template(command: str | None) -> dict[str, Any]:
         "env": {
             RETRIES_ENV: f"{{{{ {RETRIES} }}}}",
             RETRY_DELAY_ENV: f"{{{{ {RETRY_DELAY} }}}}",
+            **{env: f"{{{{ {name} }}}}" for name, env in RUN_ENV.items()},
             HEARTBEAT_ENV: str(HEARTBEAT_SECONDS),
         },
     }
+    if gated:
+        job_configuration[CONTROLS] = f"{{{{ {CONTROLS} }}}}"
     return {"job_configuration": job_configuration, "variables": variables}
 
 
-def retry_variables(spec: SpecSettings) -> dict[str, int]:
-    """The job variables that give a deployment's runs the spec's flow retries."""
-    return {RETRIES: spec.retries, RETRY_DELAY: spec.retry_delay_seconds}
+def spec_variables(spec: SpecSettings) -> dict[str, Any]:
+    """The job variables that give a deployment's runs the spec's retries and run controls."""
+    return {
+        RETRIES: spec.retries,
+        RETRY_DELAY: spec.retry_delay_seconds,
+        BACKOFF: spec.retry_backoff,
+        MAX_DELAY: spec.retry_max_delay_seconds or 0,
+        TIMEOUT: spec.timeout_seconds or 0,
+        CONTROLS: gate_controls(spec),
+    }
+
+
+def gate_controls(spec: SpecSettings) -> dict[str, Any]:
+    """The spec's windows, catch-up and jitter as the `controls` variable (defaults left out)."""
+    controls = spec.model_dump(
+        mode="json", include={"windows", "catchup", "jitter_seconds"}, exclude_defaults=True
+    )
+    return {k: v for k, v in controls.items() if v is not None}
+
+
+def spec_settings_of(job_variables: dict[str, Any] | None) -> dict[str, Any]:
+    """The spec fields a deployment's job variables hold (what `spec_variables` wrote)."""
+    variables = job_variables or {}
+    retries, delay = retries_of(variables)
+    found = variables.get(CONTROLS)
+    controls: dict[str, Any] = found if isinstance(found, dict) else {}
+    return {
+        RETRIES: retries,
+        RETRY_DELAY: delay,
+        BACKOFF: variables.get(BACKOFF, "fixed"),
+        MAX_DELAY: variables.get(MAX_DELAY) or None,
+        TIMEOUT: variables.get(TIMEOUT) or None,
+        **controls,
+    }
 
 
 def retries_of(job_variables: dict[str, Any] | None) -> tuple[int, int]:
@@ -127,7 +198,7 @@ def locked_job_variables(job_variables: dict[str, Any] | None) -> dict[str, Any]
     Retries move out of `env`; every other variable the template no longer has is dropped.
     """
     variables = job_variables or {}
-    allowed = {*HARMLESS, RETRIES, RETRY_DELAY}
+    allowed = {*HARMLESS, RETRIES, RETRY_DELAY, *RUN_ENV, CONTROLS}
     if set(variables) <= allowed:
         return None
     retries, delay = retries_of(variables)

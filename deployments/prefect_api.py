@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
     FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
@@ -28,6 +30,8 @@ from prefect.states import Scheduled
 
 # Prefect's list endpoints return at most this many items per call.
 PREFECT_PAGE = 200
+# The tag Prefect gives the runs its scheduler (or its backfill endpoint) makes.
+AUTO_SCHEDULED = "auto-scheduled"
 # Flow ids by (Prefect API, flow name): a flow is created once, not upserted per request.
 _FLOW_IDS: dict[tuple[str, str], uuid.UUID] = {}
 
@@ -107,6 +111,27 @@ async def _post_deployment(
         "POST", "/deployments/", json=body.model_dump(mode="json", exclude_unset=True)
     )
     return DeploymentResponse.model_validate(response.json())
+
+
+async def scheduled_runs_between(
+    client: PrefectClient, deployment_id: uuid.UUID, first: datetime, last: datetime
+) -> list[FlowRun]:
+    """The runs Prefect's scheduler made for a deployment due from `first` to `last`
+    (inclusive; not the ones started by hand), earliest first."""
+    runs: list[FlowRun] = []
+    while True:
+        chunk = await client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            flow_run_filter=FlowRunFilter(
+                expected_start_time=FlowRunFilterExpectedStartTime(after_=first, before_=last)
+            ),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+            limit=PREFECT_PAGE,
+            offset=len(runs),
+        )
+        runs += chunk
+        if len(chunk) < PREFECT_PAGE:
+            return [r for r in runs if AUTO_SCHEDULED in (r.tags or [])]
 
 
 def runs_filter(states: list[StateType]) -> FlowRunFilter:

@@ -174,6 +174,8 @@ RUN_IN_ZYGOTE = Patch(
         "prefect.workers.base:BaseWorker._give_worker_labels_to_flow_run",
         # ... and skips the crash report of a run it handed back to Scheduled on stopping.
         "prefect.workers.base:BaseWorker._propose_crashed_state",
+        # ... and records a run a skip collision cancelled as Skipped (deployments/controls.py).
+        "prefect.workers.base:BaseWorker._propose_pending_state",
     ),
 )
 SETTINGS_ENV_ONCE = Patch(

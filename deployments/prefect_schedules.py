@@ -131,21 +131,30 @@ async def next_fire_times(schedule: PrefectSchedule | None, count: int) -> list[
     if known is not None and (not known or known[0] > now):
         _NEXT_TIMES.move_to_end(key)
         return list(known)
+    times = await fire_times(schedule, now, count)
+    _NEXT_TIMES[key] = times
+    if len(_NEXT_TIMES) > _NEXT_TIMES_KEPT:
+        _NEXT_TIMES.popitem(last=False)
+    return list(times)
+
+
+async def fire_times(
+    schedule: PrefectSchedule, start: datetime, count: int, end: datetime | None = None
+) -> list[datetime]:
+    """The times (UTC) `schedule` fires from `start` (inclusive) on, at most `count`, none
+    after `end`: the scheduler's own maths, as `next_fire_times` says."""
     planned = (
         debian_cron_times(
-            schedule.cron, schedule.timezone, now, limit=count, day_or=schedule.day_or
+            schedule.cron, schedule.timezone, start, limit=count, end=end, day_or=schedule.day_or
         )
         if isinstance(schedule, CronSchedule)
         else None
     )
     if planned is None:
         server = _AS_SERVER_SCHEDULE.validate_python(schedule.model_dump())
-        planned = list(await server.get_dates(n=count))
-    times = [d.astimezone(UTC) for d in planned]
-    _NEXT_TIMES[key] = times
-    if len(_NEXT_TIMES) > _NEXT_TIMES_KEPT:
-        _NEXT_TIMES.popitem(last=False)
-    return list(times)
+        until = {"end": end} if end is not None else {}
+        planned = list(await server.get_dates(n=count, start=start, **until))
+    return [d.astimezone(UTC) for d in planned]
 
 
 # The schedule as Prefect's server stores it (the model whose maths its scheduler runs).

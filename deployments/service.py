@@ -13,6 +13,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from prefect.client.orchestration import PrefectClient
@@ -31,6 +32,7 @@ from prefect.client.schemas.objects import (
     StateType,
 )
 from prefect.client.schemas.responses import DeploymentResponse, SetStateStatus
+from prefect.client.schemas.schedules import NoSchedule
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Cancelling, Scheduled
@@ -40,6 +42,7 @@ from sqlmodel import Session
 
 from db.crud import get_run_outcomes, outcome_totals
 from db.models import RunOutcome
+from deployments.controls import IGNORE_WINDOWS_TAG, MANUAL_TAG, SKIP_TAG
 from deployments.descriptions import default_description, schedule_slug
 from deployments.errors import (
     IdempotencyConflict,
@@ -50,11 +53,17 @@ from deployments.errors import (
     field_error,
     prefixed,
 )
-from deployments.job_template import retry_variables
+from deployments.job_template import spec_variables
 from deployments.pipelines import FLOW_TO_PIPELINE, PIPELINES, Pipeline
-from deployments.prefect_api import count_runs, page_deployments, read_runs, upsert_deployment
-from deployments.prefect_schedules import to_prefect_schedule
-from deployments.spec import SchedulePatch, ScheduleSpec
+from deployments.prefect_api import (
+    count_runs,
+    page_deployments,
+    read_runs,
+    scheduled_runs_between,
+    upsert_deployment,
+)
+from deployments.prefect_schedules import fire_times, to_prefect_schedule
+from deployments.spec import SchedulePatch, ScheduleSpec, aware
 from deployments.stats import percentile
 from deployments.views import (
     RunView,
@@ -334,6 +343,8 @@ class ScheduleService:
         name: str,
         parameters: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        *,
+        ignore_windows: bool = False,
     ) -> uuid.UUID:
         """Start a run now, with `parameters` merged over the schedule's own (validated).
 
@@ -342,6 +353,7 @@ class ScheduleService:
         were validated when they were set). With an idempotency key, a repeated request (a
         client retrying after a timeout or a 503) gets the run the first one created, not a
         second one; the same key with other parameters is refused (IdempotencyConflict).
+        `ignore_windows` starts it even outside the schedule's execution windows.
         """
         target = None if parameters else _RUN_TARGETS.get(self._target_key(name))
         if target is None:
@@ -361,7 +373,7 @@ class ScheduleService:
                     target[0],
                     parameters=sent,
                     state=Scheduled(),
-                    tags=["trigger:manual", asked],
+                    tags=[MANUAL_TAG, asked, *([IGNORE_WINDOWS_TAG] if ignore_windows else [])],
                     idempotency_key=f"run-now:{target[0]}:{idempotency_key}"
                     if idempotency_key
                     else None,
@@ -370,10 +382,63 @@ class ScheduleService:
             gone = isinstance(exc, ObjectNotFound) or exc.response.status_code == 404
             if not gone or _RUN_TARGETS.pop(self._target_key(name), None) is None:
                 raise
-            return await self.run_now(name, parameters, idempotency_key)  # deleted since: read
+            # Deleted since: read it again.
+            return await self.run_now(
+                name, parameters, idempotency_key, ignore_windows=ignore_windows
+            )
         if idempotency_key and asked not in (run.tags or []):
             raise IdempotencyConflict(idempotency_key)
         return run.id
+
+    async def backfill(
+        self, name: str, start: datetime, end: datetime, max_runs: int
+    ) -> list[FlowRun]:
+        """The runs the schedule would have made from `start` (inclusive) to `end`
+        (exclusive), each Scheduled at its time (which its flow reads from prefect.runtime).
+
+        Prefect's own backfill (`POST /deployments/{id}/schedule`, one request): the runs
+        are the ones its scheduler makes, with the scheduler's idempotency keys (deployment,
+        schedule, time), so asking again, or the scheduler itself, never makes one twice.
+        More than `max_runs` (MAX_BACKFILL_RUNS) is refused, as a range that is empty or
+        backwards, or a schedule without timing or paused; a naive time is read in the
+        schedule's time zone.
+        """
+        deployment, _ = await self._get(name)
+        schedule = deployment.schedules[0].schedule if deployment.schedules else None
+        if schedule is None or isinstance(schedule, NoSchedule):
+            raise SpecError([field_error(("name",), "a manual schedule has no runs to backfill")])
+        if deployment.paused or not schedules_active(deployment):
+            raise SpecError([field_error(("name",), "the schedule is paused: resume it first")])
+        zone = getattr(schedule, "timezone", None) or "UTC"
+        start, end = aware(start, zone), aware(end, zone)
+        if end <= start:
+            raise SpecError([field_error(("end",), "end must be after start")])
+        times = [t for t in await fire_times(schedule, start, max_runs + 1, end) if t < end]
+        if len(times) > max_runs:
+            message = f"the range holds more than {max_runs} runs (MAX_BACKFILL_RUNS): shorten it"
+            raise SpecError([field_error(("end",), message)])
+        if not times:
+            return []
+        last = times[-1]
+        async with self.writes:
+            await self.client.request(
+                "POST",
+                "/deployments/{id}/schedule",
+                path_params={"id": deployment.id},
+                json={
+                    "start_time": start.isoformat(),
+                    "end_time": last.isoformat(),
+                    # Prefect stops at the first time that meets both minimums.
+                    "min_runs": len(times),
+                    "min_time": (last - start).total_seconds(),
+                    "max_runs": len(times),
+                },
+            )
+        runs = await scheduled_runs_between(self.client, deployment.id, start, last)
+        wanted = set(times)
+        found = [r for r in runs if r.expected_start_time in wanted]
+        logger.info("backfill of %s: %d run(s) from %s to %s", name, len(found), start, end)
+        return found
 
     def _target_key(self, name: str) -> tuple[str, str, str | None]:
         return (str(self.client.api_url), name, self.pipeline)
@@ -442,7 +507,7 @@ class ScheduleService:
                 run.deployment_id,
                 parameters=run.parameters,
                 state=Scheduled(),
-                tags=["trigger:manual", f"retry-of:{flow_run_id}"],
+                tags=[MANUAL_TAG, f"retry-of:{flow_run_id}"],
                 idempotency_key=f"retry:{flow_run_id}",
             )
         return again.id
@@ -509,13 +574,19 @@ def deployment_fields(
         ]
         if schedule is not None
         else [],
-        "tags": sorted({*spec.tags, pipeline.tag}),
+        "tags": sorted(
+            {*spec.tags, pipeline.tag, *([SKIP_TAG] if spec.collision == "skip" else [])}
+        ),
         "concurrency_limit": spec.concurrency_limit,
-        "job_variables": retry_variables(spec),
+        # The pool's queue of that priority (work_pool.PRIORITY_QUEUES).
+        "work_queue_name": spec.priority,
+        "job_variables": spec_variables(spec),
     }
     if spec.concurrency_limit:
+        # skip is Prefect's cancel_new, recorded as Skipped by our worker (warm_worker.py).
+        strategy = "cancel_new" if spec.collision == "skip" else spec.collision
         fields["concurrency_options"] = ConcurrencyOptions(
-            collision_strategy=ConcurrencyLimitStrategy(spec.collision.upper())
+            collision_strategy=ConcurrencyLimitStrategy(strategy.upper())
         )
     return fields
 

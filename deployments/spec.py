@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, available_timezones
 
 from dateutil.rrule import rrulestr
@@ -27,6 +27,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # that it defines exactly these): named here so the spec validates without importing them.
 PIPELINE_NAMES = ("api_call", "crew", "service_job", "newsletter")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAY_NAMES: tuple[Weekday, ...] = get_args(Weekday)
 
 
 @cache
@@ -140,20 +141,20 @@ class DailyTiming(_Strict):
     timezone: TimeZone = "UTC"
 
 
+def short_days(value: Any) -> Any:
+    """Day names as the spec's three lowercase letters ("Monday", "MON" -> "mon")."""
+    if not isinstance(value, list):
+        return value
+    return [d.lower()[:3] if isinstance(d, str) else d for d in value]
+
+
 class WeeklyTiming(_Strict):
     type: Literal["weekly"] = "weekly"
     days: list[Weekday] = Field(min_length=1, examples=[["mon", "thu"]])
     at: TimeOfDay
     timezone: TimeZone = "UTC"
 
-    @field_validator("days", mode="before")
-    @classmethod
-    def _lower(cls, value: Any) -> Any:
-        return (
-            [d.lower()[:3] if isinstance(d, str) else d for d in value]
-            if isinstance(value, list)
-            else value
-        )
+    _days = field_validator("days", mode="before")(short_days)
 
 
 class RRuleTiming(_Strict):
@@ -214,6 +215,48 @@ def check_slug(value: str) -> str:
 Slug = Annotated[str, AfterValidator(check_slug)]
 
 
+# -- scheduling controls (deployments/controls.py applies them) ------------------------------
+
+Priority = Literal["critical", "high", "normal", "low"]
+PRIORITIES: tuple[Priority, ...] = get_args(Priority)
+# enqueue and cancel_new are Prefect's deployment collision strategies; skip is Prefect's
+# cancel_new recorded as "Skipped" (Temporal's overlap policy SKIP).
+Collision = Literal["enqueue", "cancel_new", "skip"]
+Backoff = Literal["fixed", "exponential"]
+MAX_DELAY = 7 * 86_400
+
+
+class Window(_Strict):
+    """A time of the week runs may start in: `days` (all when none) from `from` to `to`
+    (exclusive; a `to` at or before `from` ends the next day) in `timezone`."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAY_NAMES))
+    start: TimeOfDay = Field(alias="from")
+    end: TimeOfDay = Field(alias="to")
+    timezone: TimeZone = "UTC"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+    _days = field_validator("days", mode="before")(short_days)
+
+
+class Windows(_Strict):
+    """When runs may start; a run due outside every window waits for the next opening
+    (`defer`) or ends Cancelled with the reason (`skip`)."""
+
+    allowed: list[Window] = Field(min_length=1, max_length=50)
+    outside: Literal["defer", "skip"] = "defer"
+
+
+class Catchup(_Strict):
+    """What happens to runs missed by more than `window_seconds` (no worker ran when they were
+    due): `all` run (Prefect's own way), `latest` only the newest missed run of the schedule,
+    `none` no missed run (each ends Cancelled with the reason)."""
+
+    policy: Literal["all", "latest", "none"] = "all"
+    window_seconds: int = Field(default=60, ge=0, le=MAX_DELAY)
+
+
 class SpecSettings(_Strict):
     """What a schedule may change after creation: everything but its name and pipeline."""
 
@@ -222,9 +265,27 @@ class SpecSettings(_Strict):
     parameters: dict[str, Any] = Field(default_factory=dict)
     retries: int = Field(default=0, ge=0, le=10, description="Flow-level retries of a failed run")
     retry_delay_seconds: int = Field(default=30, ge=0, le=86_400)
+    retry_backoff: Backoff = Field(
+        default="fixed", description="exponential: each retry waits twice the one before"
+    )
+    retry_max_delay_seconds: int | None = Field(default=None, ge=0, le=MAX_DELAY)
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, le=MAX_DELAY, description="A run still running past it fails"
+    )
+    priority: Priority = "normal"
     concurrency_limit: int | None = Field(default=None, ge=1, le=1000)
-    collision: Literal["enqueue", "cancel_new"] = "enqueue"
+    collision: Collision = "enqueue"
+    windows: Windows | None = None
+    catchup: Catchup = Field(default_factory=Catchup)
+    jitter_seconds: int = Field(
+        default=0, ge=0, le=3600, description="Each run starts at a stable offset in [0, N] s"
+    )
     tags: list[str] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retry_object(cls, value: Any) -> Any:
+        return unpack_retry(value)
 
 
 class ScheduleSpec(SpecSettings):
@@ -242,6 +303,37 @@ class ScheduleSpec(SpecSettings):
         return value
 
 
+# The `retry` object a client may send, and the spec fields each of its keys sets.
+RETRY_KEYS = {
+    "attempts": "retries",
+    "delay_seconds": "retry_delay_seconds",
+    "backoff": "retry_backoff",
+    "max_delay_seconds": "retry_max_delay_seconds",
+}
+
+
+def unpack_retry(value: Any) -> Any:
+    """`{"retry": {"attempts", "delay_seconds", "backoff", "max_delay_seconds"}}` as the spec's
+    flat retry fields (the form the issue's clients send; both at once is refused)."""
+    if not isinstance(value, dict) or "retry" not in value:
+        return value
+    value = dict(value)
+    retry = value.pop("retry")
+    if retry is None:
+        return value
+    if not isinstance(retry, dict):
+        raise ValueError("retry must be an object: attempts, delay_seconds, backoff, ...")
+    unknown = set(retry) - set(RETRY_KEYS)
+    if unknown:
+        raise ValueError(f"retry has unknown keys {sorted(unknown)}; known: {list(RETRY_KEYS)}")
+    for key, field in RETRY_KEYS.items():
+        if key in retry:
+            if field in value:
+                raise ValueError(f"give {field} or retry.{key}, not both")
+            value[field] = retry[key]
+    return value
+
+
 class SchedulePatch(_Strict):
     """A partial change: only the fields given are replaced."""
 
@@ -250,9 +342,21 @@ class SchedulePatch(_Strict):
     parameters: dict[str, Any] | None = None
     retries: int | None = Field(default=None, ge=0, le=10)
     retry_delay_seconds: int | None = Field(default=None, ge=0, le=86_400)
+    retry_backoff: Backoff | None = None
+    retry_max_delay_seconds: int | None = Field(default=None, ge=0, le=MAX_DELAY)
+    timeout_seconds: int | None = Field(default=None, ge=1, le=MAX_DELAY)
+    priority: Priority | None = None
     concurrency_limit: int | None = Field(default=None, ge=1, le=1000)
-    collision: Literal["enqueue", "cancel_new"] | None = None
+    collision: Collision | None = None
+    windows: Windows | None = None
+    catchup: Catchup | None = None
+    jitter_seconds: int | None = Field(default=None, ge=0, le=3600)
     tags: list[str] | None = Field(default=None, max_length=20)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retry_object(cls, value: Any) -> Any:
+        return unpack_retry(value)
 
     def apply_to(self, spec: ScheduleSpec) -> dict[str, Any]:
         """The spec's fields with this patch's given fields replacing them (not yet validated)."""

@@ -16,11 +16,21 @@ from prefect.client.schemas.schedules import NoSchedule
 from pydantic import BaseModel, Field
 
 from db.models import RunOutcome
+from deployments.controls import SKIP_TAG
 from deployments.descriptions import default_description, given_description
-from deployments.job_template import retries_of
+from deployments.job_template import spec_settings_of
 from deployments.pipelines import Pipeline
 from deployments.prefect_schedules import from_prefect_schedule, next_fire_times
-from deployments.spec import ScheduleSpec, Timing
+from deployments.spec import (
+    PRIORITIES,
+    Backoff,
+    Catchup,
+    Collision,
+    Priority,
+    ScheduleSpec,
+    Timing,
+    Windows,
+)
 
 NEXT_RUNS = 3
 
@@ -85,8 +95,15 @@ class ScheduleView(BaseModel):
     tags: list[str]
     retries: int
     retry_delay_seconds: int
+    retry_backoff: Backoff = "fixed"
+    retry_max_delay_seconds: int | None = None
+    timeout_seconds: int | None = None
+    priority: Priority = "normal"
     concurrency_limit: int | None
-    collision: str
+    collision: Collision
+    windows: Windows | None = None
+    catchup: Catchup = Field(default_factory=Catchup)
+    jitter_seconds: int = 0
     next_runs: list[datetime] = Field(
         default_factory=list,
         description="The next times the schedule fires (by Prefect's schedule maths); none "
@@ -159,11 +176,12 @@ async def schedule_view(deployment: DeploymentResponse, pipeline: Pipeline) -> S
     prefect_schedule = schedule.schedule if schedule else None
     if isinstance(prefect_schedule, NoSchedule):
         prefect_schedule = None
-    retries, retry_delay_seconds = retries_of(deployment.job_variables)
     options = deployment.concurrency_options
     paused = deployment.paused or not schedules_active(deployment)
     limit = deployment.global_concurrency_limit
     timing = from_prefect_schedule(schedule.slug if schedule else None, prefect_schedule)
+    queue = deployment.work_queue_name
+    collision = options.collision_strategy.value.lower() if options else "enqueue"
     generated = default_description(pipeline.name, deployment.parameters, timing)
     return ScheduleView(
         name=deployment.name,
@@ -173,11 +191,11 @@ async def schedule_view(deployment: DeploymentResponse, pipeline: Pipeline) -> S
         timing=timing,
         parameters=deployment.parameters,
         paused=paused,
-        tags=[t for t in deployment.tags if t != pipeline.tag],
-        retries=retries,
-        retry_delay_seconds=retry_delay_seconds,
+        tags=[t for t in deployment.tags if t not in (pipeline.tag, SKIP_TAG)],
+        **spec_settings_of(deployment.job_variables),
+        priority=queue if queue in PRIORITIES else "normal",
         concurrency_limit=limit.limit if limit else None,
-        collision=options.collision_strategy.value.lower() if options else "enqueue",
+        collision="skip" if SKIP_TAG in deployment.tags else collision,
         created=deployment.created,
         updated=deployment.updated,
         next_runs=[] if paused else await next_fire_times(prefect_schedule, NEXT_RUNS),
@@ -186,5 +204,9 @@ async def schedule_view(deployment: DeploymentResponse, pipeline: Pipeline) -> S
 
 def spec_of(view: ScheduleView) -> ScheduleSpec:
     """The spec that would make this schedule (what a patch is laid over)."""
-    fields = view.model_dump(include=set(ScheduleSpec.model_fields) - {"timing"})
-    return ScheduleSpec.model_construct(**fields, timing=view.timing)
+    fields = {
+        name: getattr(view, name)
+        for name in ScheduleSpec.model_fields
+        if name in ScheduleView.model_fields
+    }
+    return ScheduleSpec.model_construct(**fields)

@@ -34,16 +34,36 @@ import socket
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.settings import get_current_settings
-from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
+from prefect.states import Cancelled, Scheduled
+from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
+from pydantic import Field, ValidationError
 
+from deployments.controls import (
+    RUN,
+    SKIP_TAG,
+    Decision,
+    RunControls,
+    decide,
+    is_late,
+    made_after,
+)
 from deployments.job_template import LOCKED, default_job_env, locked_job_template
 from deployments.prefect_api import reschedule_at_its_time
 from deployments.prefect_patches import (
@@ -109,8 +129,11 @@ class WarmProcessJobConfiguration(ProcessJobConfiguration):
     fork of the zygote), whatever a template, deployment or run says, and its environment and
     folder are never a deployment's or a run's choice. When the zygote has the
     flow's code, its entrypoint is handed over (`zygote_entrypoint`), so the run does not
-    read its deployment again nor run its pull steps.
+    read its deployment again nor run its pull steps. `controls` are the schedule's windows,
+    catch-up and jitter, which the worker applies before it starts the run.
     """
+
+    controls: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     async def from_template_and_values(
@@ -346,6 +369,8 @@ async def run_in_zygote(
 LIVE_RUNS: dict[str, ForkedRun] = {}
 FLOW_RUN_ID_ENV = "PREFECT__FLOW_RUN_ID"
 HANDED_BACK = "Handed back: its worker stopped before the run started"
+# What Prefect's server says when it cancels a run under its cancel_new collision strategy.
+CONCURRENCY_CANCELLED = "Deployment concurrency limit reached."
 
 
 class WarmProcessWorker(ProcessWorker):
@@ -363,7 +388,7 @@ class WarmProcessWorker(ProcessWorker):
     def get_default_base_job_template(cls) -> dict[str, Any]:
         """The locked template (deployments/job_template.py) with the warm engine's command,
         for `prefect work-pool create --type warm-process` as for our own pools."""
-        return locked_job_template(WARM_ENGINE)
+        return locked_job_template(WARM_ENGINE, gated=True)
 
     async def setup(self) -> None:
         self._label_writes: set[asyncio.Task[None]] = set()
@@ -440,6 +465,106 @@ class WarmProcessWorker(ProcessWorker):
         if str(flow_run.id) in getattr(self, "_handed_back", ()):
             return
         await super()._propose_crashed_state(flow_run, message, client)
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: ProcessJobConfiguration,
+        task_status: anyio.abc.TaskStatus[int] | None = None,
+    ) -> ProcessWorkerResult:
+        """Prefect's run, once the schedule's controls let it start now; otherwise the run
+        moves to its time (Scheduled) or ends Cancelled with the reason, and no process
+        starts (deployments/controls.py)."""
+        decision = await self._decide(flow_run, configuration)
+        if decision.action == "run":
+            return await super().run(flow_run, configuration, task_status)
+        state: State[Any] = (
+            Scheduled(scheduled_time=decision.at, message=decision.reason)
+            if decision.action == "defer"
+            else Cancelled(name=decision.name, message=decision.reason)
+        )
+        await self.client.set_flow_run_state(flow_run.id, state, force=True)
+        self.get_flow_run_logger(flow_run).info("Not started now. %s", decision.reason)
+        if task_status is not None:
+            task_status.started(0)  # no process: nothing to record as its pid
+        return ProcessWorkerResult(identifier=f"not-started:{flow_run.id}", status_code=0)
+
+    async def _decide(self, flow_run: FlowRun, configuration: Any) -> Decision:
+        try:
+            controls = RunControls.model_validate(getattr(configuration, "controls", {}))
+        except ValidationError as exc:
+            self._logger.warning(
+                "Flow run %s: unreadable controls, none applied: %s", flow_run.id, exc
+            )
+            return RUN
+        if not controls.any:
+            return RUN
+        now = datetime.now(UTC)
+        # The time it is due now (Prefect's column of its Scheduled state's time): the runs a
+        # worker polls for come without their state.
+        details = flow_run.state.state_details if flow_run.state else None
+        scheduled = (
+            flow_run.next_scheduled_start_time
+            or (details and details.scheduled_time)
+            or flow_run.expected_start_time
+            or now
+        )
+        expected = flow_run.expected_start_time or scheduled
+        tags = list(flow_run.tags)
+        newer_due = False
+        backfilled = made_after(expected, flow_run.created)
+        if controls.catchup.policy == "latest" and is_late(
+            controls, scheduled, now, tags, backfilled
+        ):
+            newer_due = await self._newer_run_due(flow_run, expected, now)
+        return decide(
+            controls,
+            run_id=flow_run.id,
+            expected=expected,
+            scheduled=scheduled,
+            now=now,
+            tags=tags,
+            created=flow_run.created,
+            newer_due=newer_due,
+        )
+
+    async def _newer_run_due(self, flow_run: FlowRun, expected: datetime, now: datetime) -> bool:
+        """True when another run of the deployment, due after this one, is due by now."""
+        if flow_run.deployment_id is None:
+            return False
+        newer = await self.client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(not_any_=[flow_run.id]),
+                deployment_id=FlowRunFilterDeploymentId(any_=[flow_run.deployment_id]),
+                expected_start_time=FlowRunFilterExpectedStartTime(
+                    after_=expected + timedelta(microseconds=1), before_=now
+                ),
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(not_any_=[StateType.CANCELLED])
+                ),
+            ),
+            limit=1,
+        )
+        return bool(newer)
+
+    async def _propose_pending_state(self, flow_run: FlowRun) -> bool:
+        """Prefect's claim of a run; a run its deployment's concurrency cancelled under the
+        `skip` collision is recorded as Skipped (Temporal's overlap policy), not Cancelled."""
+        claimed = await super()._propose_pending_state(flow_run)
+        if not claimed and SKIP_TAG in (flow_run.tags or []):
+            with contextlib.suppress(Exception):  # the run stays Cancelled, as Prefect set it
+                current = await self.client.read_flow_run(flow_run.id)
+                state = current.state
+                if (
+                    state
+                    and state.is_cancelled()
+                    and CONCURRENCY_CANCELLED in (state.message or "")
+                ):
+                    message = "Skipped: its previous run was still running (collision: skip)"
+                    await self.client.set_flow_run_state(
+                        flow_run.id, Cancelled(name="Skipped", message=message), force=True
+                    )
+        return claimed
 
     async def _submit_on_scheduled_events(self) -> None:
         """Poll at once when Prefect says a run was scheduled in this pool (else: the loop)."""

@@ -1,4 +1,4 @@
-"""The work pool our deployments run on: its worker type, job template and limit."""
+"""The work pool our deployments run on: its worker type, job template, limit and queues."""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ from deployments.warm_worker import WORKER_TYPE, WarmProcessWorker
 from settings import get_settings
 
 logger = logging.getLogger(__name__)
+# The pool's work queues, highest priority first (Prefect's priority 1, 2, ...): a schedule's
+# `priority` is the queue its runs go to, and a worker whose slots are short takes runs from
+# a higher-priority queue first. Prefect's own `default` queue (deployments made outside our
+# API, such as prefect.yaml's) ranks just below `normal`.
+PRIORITY_QUEUES = ("critical", "high", "normal", "default", "low")
 
 
 def job_template(worker_type: str, flow_run_command: str) -> dict[str, Any]:
@@ -95,6 +100,7 @@ async def ensure_work_pool(
                 concurrency_limit=concurrency_limit,
             )
         )
+        await ensure_priority_queues(client, name)
         return
     template = job_template(pool.type, flow_run_command or settings.flow_run_command)
     if pool.concurrency_limit != concurrency_limit or pool.base_job_template != template:
@@ -103,6 +109,34 @@ async def ensure_work_pool(
             WorkPoolUpdate(concurrency_limit=concurrency_limit, base_job_template=template),
         )
     await lock_job_variables(client, name)
+    await ensure_priority_queues(client, name)
+
+
+async def ensure_priority_queues(client: PrefectClient, pool_name: str) -> None:
+    """Give the pool its PRIORITY_QUEUES with Prefect priorities in that order (idempotent).
+
+    Prefect keeps a pool's priorities sequential, moving the others when one changes, so
+    each queue is set in order and the list read again only when something moved.
+    """
+    for _ in range(2):
+        queues = {q.name: q for q in await client.read_work_queues(work_pool_name=pool_name)}
+        wrong = [
+            (rank, name)
+            for rank, name in enumerate(PRIORITY_QUEUES, 1)
+            if name not in queues or queues[name].priority != rank
+        ]
+        if not wrong:
+            return
+        for rank, name in wrong:
+            if name in queues:
+                await client.update_work_queue(queues[name].id, priority=rank)
+            else:
+                await client.create_work_queue(
+                    name=name,
+                    work_pool_name=pool_name,
+                    priority=rank,
+                    description=f"Runs of schedules of priority {name}",
+                )
 
 
 HALF_SUBMITTED = "handed back at start: its worker stopped before starting it"

@@ -152,13 +152,28 @@ def settings_inputs(env: dict[str, str], cwd: str) -> tuple[Any, ...]:
     return (tuple(variables), tuple(files), profile)
 
 
-def run_engine(env: dict[str, str], cwd: str | None, warm: tuple[Any, ...] | None) -> NoReturn:
+# The variables our flow decorators read when their module runs (flows/run_controls.py).
+FLOW_OPTIONS_PREFIX = "SCHEDULE_"
+
+
+def flow_inputs(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """What our flow modules read from the environment when they are imported."""
+    return tuple(sorted((k, v) for k, v in env.items() if k.startswith(FLOW_OPTIONS_PREFIX)))
+
+
+def run_engine(
+    env: dict[str, str],
+    cwd: str | None,
+    warm: tuple[Any, ...] | None,
+    flows_read: tuple[tuple[str, str], ...] = (),
+) -> NoReturn:
     """In a forked child: become `python -m prefect.engine` in `env` and `cwd`, then exit.
 
     Prefect read its settings when the zygote imported it. A run whose settings inputs are
     the zygote's (`warm`: a job that sets no Prefect setting of its own) keeps them; any
     other run reads them again from its environment (~50-100 ms), and our flow modules are
-    imported again if they differ. Exit handlers run as at a normal interpreter exit (Prefect
+    imported again if they differ, or if what they read (`flows_read`: the zygote's
+    `flow_inputs`) does. Exit handlers run as at a normal interpreter exit (Prefect
     drains its log and event workers in them).
     """
     code = 1
@@ -173,11 +188,12 @@ def run_engine(env: dict[str, str], cwd: str | None, warm: tuple[Any, ...] | Non
         imported_with = get_current_settings()
         if settings_inputs(env, os.getcwd()) != warm:
             refresh_global_settings_context()
-        if get_current_settings() != imported_with:
+        if get_current_settings() != imported_with or flow_inputs(env) != flows_read:
             # The flow modules run again (their third-party imports stay warm): a flow
-            # decorator reads settings such as PREFECT_FLOWS_DEFAULT_RETRIES, which a
-            # deployment sets for its runs through its job variables, when its module runs.
-            # With the zygote's own settings they would do what they did (~25 ms per run).
+            # decorator reads settings such as PREFECT_FLOWS_DEFAULT_RETRIES and our run
+            # controls (a timeout), which a deployment sets for its runs through its job
+            # variables, when its module runs. With the zygote's own they would do what
+            # they did (~25 ms per run).
             for name in [m for m in sys.modules if m == FLOWS_PACKAGE or m.startswith("flows.")]:
                 del sys.modules[name]
         sys.argv = [sys.argv[0]]  # the engine reads the flow run id from PREFECT__FLOW_RUN_ID
@@ -206,6 +222,7 @@ class Zygote:
     def __init__(self, sock: socket.socket, settings: tuple[Any, ...] | None = None):
         self.sock = sock
         self.settings = settings  # settings_inputs() of the zygote, which its runs may share
+        self.flows_read = flow_inputs(dict(os.environ))  # what its flow modules were given
         self.children: set[int] = set()
         self.pending = b""
         self.open = True
@@ -248,7 +265,7 @@ class Zygote:
             pid = os.fork()
             if pid == 0:
                 self.become_child()
-                run_engine(request["env"], request.get("cwd"), self.settings)
+                run_engine(request["env"], request.get("cwd"), self.settings, self.flows_read)
             self.children.add(pid)
             self.send({"run": request["run"], "pid": pid})
 

@@ -21,10 +21,18 @@ from db.crud import reflect_table, upsert_api_records, upsert_rows
 from db.engine import get_engine
 from db.models import utcnow
 from flows.api_call_params import ApiRequest, ApiSource, DestinationSpec, ExtractSpec
-from flows.common import artifact_key, publish_table, recorded_run, storage_errors, unwalked
+from flows.common import (
+    artifact_key,
+    publish_table,
+    recorded_run,
+    scheduled_start_time,
+    storage_errors,
+    unwalked,
+)
 from flows.extraction import Extracted, Extractor, extract_records
 from flows.http import raise_for_status, retry_on_transient
 from flows.narration import count, exchange_line, run_logger
+from flows.run_controls import flow_options
 
 ARTIFACT_ROWS = 50
 
@@ -94,7 +102,7 @@ def store_records(
     return stored
 
 
-@flow(name="api-call")
+@flow(name="api-call", **flow_options())
 async def api_call(
     source: ApiSource,
     request: ApiRequest | None = None,
@@ -121,7 +129,11 @@ async def api_call(
         )
         outcome.items_processed = len(extracted.records) + len(extracted.failures)
         outcome.items_succeeded, outcome.items_failed = stored, len(extracted.failures)
-        outcome.meta = {"table": destination.table, "failures": extracted.failures[:100]}
+        outcome.meta = {
+            "table": destination.table,
+            "failures": extracted.failures[:100],
+            "scheduled_for": scheduled_start_time(),
+        }
         await publish_records(outcome.schedule, extracted, stored, destination.table)
     return {"processed": outcome.items_processed, "stored": stored, "failed": outcome.items_failed}
 

@@ -46,6 +46,12 @@ def is_first_attempt() -> bool:
     return int(flow_run.get_run_count() or 0) <= 1
 
 
+def scheduled_start_time() -> str | None:
+    """When this run was due (a backfilled run: the past time it stands for), ISO 8601."""
+    when = flow_run.get_scheduled_start_time() if flow_run.get_id() else None
+    return when.isoformat() if when else None
+
+
 def current_schedule_name() -> str:
     """The schedule (deployment) this run belongs to; the flow run's name when run ad hoc."""
     return deployment.get_name() or flow_run.get_name() or "ad-hoc"

@@ -62,6 +62,7 @@ from flows.crew_params import (
     Timeout,
 )
 from flows.narration import count, run_logger, shown_url
+from flows.run_controls import flow_options
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -135,7 +136,7 @@ async def store_responses(engine: Engine, results: list[CrewResult], flow_run_id
     return stored
 
 
-@flow(name="crew-responses")
+@flow(name="crew-responses", **flow_options())
 async def crew_responses(
     crew_api: BlockName | None = None,
     users: BlockName | None = None,

@@ -55,6 +55,7 @@ from flows.newsletter_delivery import Letter, deliver
 from flows.newsletter_params import ACTIONS, Action, NewsletterConfig, WorkspaceId
 from flows.newsletter_render import Issue, render_issue
 from flows.newsletter_sources import Item, SourceSpec, fetch_sources, select_items
+from flows.run_controls import flow_options
 from settings import get_settings
 
 SOURCES = TypeAdapter(list[SourceSpec])
@@ -304,7 +305,7 @@ def resumed(issue: Newsletter, items: Sequence[Item], steps: Sequence[str]) -> d
     return results
 
 
-@flow(name="newsletter")
+@flow(name="newsletter", **flow_options())
 async def newsletter(
     job_name: str,
     workspace_id: WorkspaceId,

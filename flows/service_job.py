@@ -16,6 +16,7 @@ from db.engine import get_engine
 from flows.common import ReportedFailure, current_flow_run_id, recorded_run
 from flows.http import raise_for_status
 from flows.narration import exchange_line, run_logger
+from flows.run_controls import flow_options
 from flows.service_job_params import JobContext, JobResult, Trigger, resolve_service_url
 from settings import get_settings
 
@@ -58,7 +59,7 @@ async def detect_trigger(flow_run_id: Any) -> Trigger:
     return "scheduler" if run.auto_scheduled else "admin"
 
 
-@flow(name="service-job")
+@flow(name="service-job", **flow_options())
 async def service_job(
     job_name: str,
     service: str,

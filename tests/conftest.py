@@ -34,6 +34,9 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["DATABASE_URL"] = f"sqlite:///{_TMP / 'pipelines.db'}"
 os.environ["WORK_POOL_NAME"] = "test-pipelines"
 os.environ["WORK_POOL_CONCURRENCY"] = "4"
+# A run enqueued behind its deployment's concurrency limit asks again after this (30 s by
+# default): the collision tests wait for one.
+os.environ["PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"] = "2"
 os.environ.pop("API_KEYS", None)
 
 from tests.utils.services import (  # noqa: E402

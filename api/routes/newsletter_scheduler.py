@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, field_validator
 from api.deps import Access, AccessDep, NewsletterServiceDep
 from api.envelope import Envelope
 from api.errors import spec_refusals
+from deployments.controls import MANUAL_TAG
 from deployments.descriptions import slug_words
 from deployments.errors import ScheduleNotFound
 from deployments.prefect_api import count_runs
@@ -370,7 +371,7 @@ def _execution(job_id: uuid.UUID, run: RunView) -> SchedulerExecutionResponse:
         workspace_id=run.parameters.get("workspace_id"),
         status=_status(run),
         test_mode=bool(config.get("test_mode")),
-        triggered_by="manual" if "trigger:manual" in run.tags else "schedule",
+        triggered_by="manual" if MANUAL_TAG in run.tags else "schedule",
         scheduled_for=run.expected_start_time,
         started_at=run.start_time,
         completed_at=run.end_time,

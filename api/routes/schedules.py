@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -43,6 +44,20 @@ class RunsPublic(BaseModel):
 
 class RunRequest(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
+    ignore_windows: bool = Field(
+        default=False, description="Start now even outside the schedule's execution windows"
+    )
+
+
+class BackfillRequest(BaseModel):
+    start: datetime = Field(description="The first time included; naive: the schedule's zone")
+    end: datetime = Field(description="The first time excluded")
+
+
+class BackfillAnswer(BaseModel):
+    runs: int
+    flow_run_ids: list[uuid.UUID]
+    scheduled_times: list[datetime]
 
 
 class RunStarted(BaseModel):
@@ -120,8 +135,30 @@ async def run_schedule(
 
     Send an `Idempotency-Key` header to retry safely: the same key gives the same run.
     """
-    run_id = await service.run_now(name, body.parameters if body else None, idempotency_key)
+    run_id = await service.run_now(
+        name,
+        body.parameters if body else None,
+        idempotency_key,
+        ignore_windows=bool(body and body.ignore_windows),
+    )
     return RunStarted(flow_run_id=run_id)
+
+
+@router.post("/{name}/backfill", status_code=status.HTTP_201_CREATED)
+async def backfill_schedule(
+    name: str, body: BackfillRequest, service: ScheduleServiceDep, settings: SettingsDep
+) -> BackfillAnswer:
+    """Create the runs the schedule would have made from `start` to `end`, each at its time.
+
+    Asked twice for the same range, it answers the same runs (none is created twice); more
+    than MAX_BACKFILL_RUNS is a 422. Backfilled runs are never cancelled by catch-up.
+    """
+    runs = await service.backfill(name, body.start, body.end, settings.max_backfill_runs)
+    return BackfillAnswer(
+        runs=len(runs),
+        flow_run_ids=[r.id for r in runs],
+        scheduled_times=[r.expected_start_time for r in runs if r.expected_start_time],
+    )
 
 
 @router.get("/{name}/runs")

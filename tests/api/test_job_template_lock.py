@@ -19,12 +19,14 @@ from deployments.job_template import (
     HEARTBEAT_ENV,
     RETRIES_ENV,
     RETRY_DELAY_ENV,
+    RUN_ENV,
     locked_job_template,
     locked_job_variables,
     retries_of,
 )
 from deployments.warm_worker import WARM_ENGINE, WarmProcessJobConfiguration
 from deployments.work_pool import ensure_work_pool
+from flows.run_controls import DEFAULTS as RUN_DEFAULTS
 from tests.utils.prefect_server import request_retrying
 
 ATTACKS = [
@@ -95,14 +97,16 @@ def test_a_deployment_cannot_choose_what_the_warm_worker_executes(
     try:
         job = run_coro_as_sync(
             WarmProcessJobConfiguration.from_template_and_values(
-                locked_job_template(command), stored["job_variables"]
+                locked_job_template(command, gated=True), stored["job_variables"]
             )
         )
         assert job is not None
         assert job.command == command
-        # Whether Prefect took or refused the PATCH, only the two retry settings reach the job.
+        # Whether Prefect took or refused the PATCH, only the retry and run-control settings
+        # reach the job.
         delay = stored["job_variables"].get("retry_delay_seconds", 30)
-        assert job.env == {RETRIES_ENV: "2", RETRY_DELAY_ENV: str(delay), HEARTBEAT_ENV: "30"}
+        expected = {RETRIES_ENV: "2", RETRY_DELAY_ENV: str(delay), HEARTBEAT_ENV: "30"}
+        assert job.env == {**expected, **RUN_DEFAULTS}
         assert job.working_dir is None
     finally:
         prefect(
@@ -131,14 +135,16 @@ def test_the_pool_template_fixes_the_command_env_and_folder(
 ) -> None:
     pool = prefect(prefect_api_url, "GET", f"/work_pools/{work_pool}").json()
     template = pool["base_job_template"]
-    assert template == locked_job_template(WARM_ENGINE)
+    assert template == locked_job_template(WARM_ENGINE, gated=True)
     configuration = template["job_configuration"]
     assert configuration["command"] == WARM_ENGINE
     assert configuration["env"] == {
         RETRIES_ENV: "{{ retries }}",
         RETRY_DELAY_ENV: "{{ retry_delay_seconds }}",
         HEARTBEAT_ENV: "30",  # every run sends heartbeats (deployments/automations.py)
+        **{env: f"{{{{ {name} }}}}" for name, env in RUN_ENV.items()},
     }
+    assert configuration["controls"] == "{{ controls }}"  # the worker's, never the run's env
     assert "working_dir" not in configuration
     assert template["variables"]["additionalProperties"] is False
 

@@ -198,3 +198,68 @@ def test_an_empty_patch_changes_nothing() -> None:
 def test_a_patch_is_refused_naming_the_field(body: dict[str, Any], loc: tuple) -> None:
     # A schedule's name and pipeline are fixed at creation: a patch may not carry them.
     assert refusal(SchedulePatch, body) == [loc]
+
+
+# -- scheduling controls ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "loc"),
+    [
+        ({"priority": "urgent"}, ("priority",)),
+        ({"collision": "queue"}, ("collision",)),
+        ({"jitter_seconds": 3601}, ("jitter_seconds",)),
+        ({"timeout_seconds": 0}, ("timeout_seconds",)),
+        ({"retry_backoff": "linear"}, ("retry_backoff",)),
+        ({"catchup": {"policy": "some"}}, ("catchup", "policy")),
+        ({"catchup": {"window_seconds": -1}}, ("catchup", "window_seconds")),
+        ({"windows": {"allowed": []}}, ("windows", "allowed")),
+        (
+            {"windows": {"allowed": [{"from": "9:00", "to": "17:00"}]}},
+            ("windows", "allowed", 0, "from"),
+        ),
+        ({"windows": {"allowed": [{"from": "09:00"}]}}, ("windows", "allowed", 0, "to")),
+        (
+            {"windows": {"allowed": [{"from": "09:00", "to": "17:00", "timezone": "Mars/Base"}]}},
+            ("windows", "allowed", 0, "timezone"),
+        ),
+        (
+            {"windows": {"allowed": [{"from": "09:00", "to": "17:00"}], "outside": "drop"}},
+            ("windows", "outside"),
+        ),
+        ({"retry": {"attempts": 11}}, ("retries",)),
+    ],
+)
+def test_a_bad_control_is_refused_naming_it(changes: dict[str, Any], loc: tuple) -> None:
+    assert refusal(ScheduleSpec, spec(**changes)) == [loc]
+    assert refusal(SchedulePatch, changes) == [loc]
+
+
+def test_the_retry_object_sets_the_flat_retry_fields() -> None:
+    retry = {"attempts": 3, "delay_seconds": 60, "backoff": "exponential", "max_delay_seconds": 600}
+    parsed = ScheduleSpec.model_validate(spec(retry=retry))
+    assert (parsed.retries, parsed.retry_delay_seconds) == (3, 60)
+    assert (parsed.retry_backoff, parsed.retry_max_delay_seconds) == ("exponential", 600)
+    assert SchedulePatch.model_validate({"retry": {"attempts": 1}}).apply_to(parsed)["retries"] == 1
+    with pytest.raises(ValidationError, match="not both"):
+        ScheduleSpec.model_validate(spec(retries=2, retry={"attempts": 3}))
+    with pytest.raises(ValidationError, match="unknown keys"):
+        ScheduleSpec.model_validate(spec(retry={"tries": 3}))
+
+
+def test_windows_take_from_and_to_and_answer_with_them() -> None:
+    body = {"days": ["Monday", "fri"], "from": "22:00", "to": "06:00", "timezone": "Europe/Paris"}
+    parsed = ScheduleSpec.model_validate(spec(windows={"allowed": [body], "outside": "skip"}))
+    assert parsed.windows is not None
+    window = parsed.windows.allowed[0]
+    assert (window.days, window.start, window.end) == (["mon", "fri"], "22:00", "06:00")
+    dumped = parsed.model_dump(mode="json")["windows"]
+    assert dumped == {"allowed": [{**body, "days": ["mon", "fri"]}], "outside": "skip"}
+    assert ScheduleSpec.model_validate(parsed.model_dump(mode="json")) == parsed
+
+
+def test_controls_default_to_prefects_behaviour() -> None:
+    parsed = ScheduleSpec.model_validate(spec())
+    assert (parsed.priority, parsed.collision, parsed.jitter_seconds) == ("normal", "enqueue", 0)
+    assert parsed.catchup.policy == "all" and parsed.windows is None
+    assert parsed.timeout_seconds is None and parsed.retry_backoff == "fixed"

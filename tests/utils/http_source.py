@@ -19,6 +19,8 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # Answer only once this is set (at most 60 s): a call that lasts until the test says.
+    hold: threading.Event | None = None
 
 
 @dataclass
@@ -66,6 +68,8 @@ def serve_http_source(port: int = 0) -> Iterator[HttpSource]:
             reply = source.reply_for(path)
             if reply.delay:
                 time.sleep(reply.delay)
+            if reply.hold is not None:
+                reply.hold.wait(60)
             payload = (
                 reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
             )
