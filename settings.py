@@ -124,6 +124,8 @@ class Settings(BaseSettings):
 
     # Ceiling for one page of a list route.
     max_page_size: int = Field(default=500, ge=1)
+    # Slots of a global limit a schedule names (spec `limits`) when it is created for it.
+    default_limit_size: int = Field(default=1, ge=1)
     # Most runs one backfill may create (POST /api/schedules/{name}/backfill); more: 422.
     max_backfill_runs: int = Field(default=1000, ge=1, le=100_000)
 

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 
-from deployments.spec import WEEKDAYS, Catchup, Window, Windows
+from deployments.spec import WEEKDAYS, Catchup, GlobalLimit, RateLimit, Window, Windows
 
 MANUAL_TAG = "trigger:manual"
 # A run created this long after its time was made for a time already past (a backfill);
@@ -51,9 +51,12 @@ class RunControls(BaseModel):
     windows: Windows | None = None
     catchup: Catchup = Field(default_factory=Catchup)
     jitter_seconds: int = 0
+    limits: list[GlobalLimit] = Field(default_factory=list)
+    rate_limit: RateLimit | None = None
 
     @property
-    def any(self) -> bool:
+    def decides(self) -> bool:
+        """True when a run's start depends on its times (windows, catch-up, jitter)."""
         return bool(self.windows or self.jitter_seconds or self.catchup.policy != "all")
 
 

@@ -154,9 +154,12 @@ def spec_variables(spec: SpecSettings) -> dict[str, Any]:
 
 
 def gate_controls(spec: SpecSettings) -> dict[str, Any]:
-    """The spec's windows, catch-up and jitter as the `controls` variable (defaults left out)."""
+    """The spec's windows, catch-up, jitter and limits as the `controls` variable (defaults
+    left out)."""
     controls = spec.model_dump(
-        mode="json", include={"windows", "catchup", "jitter_seconds"}, exclude_defaults=True
+        mode="json",
+        include={"windows", "catchup", "jitter_seconds", "limits", "rate_limit"},
+        exclude_defaults=True,
     )
     return {k: v for k, v in controls.items() if v is not None}
 

@@ -8,13 +8,15 @@ object) or lacks a filter the server has; each says which.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import uuid
 from datetime import datetime
 from typing import Any
 
 import httpx
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.actions import DeploymentCreate
+from prefect.client.schemas.actions import DeploymentCreate, GlobalConcurrencyLimitCreate
 from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
@@ -26,7 +28,10 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import Scheduled
+
+from deployments.spec import GlobalLimit, RateLimit
 
 # Prefect's list endpoints return at most this many items per call.
 PREFECT_PAGE = 200
@@ -132,6 +137,34 @@ async def scheduled_runs_between(
         runs += chunk
         if len(chunk) < PREFECT_PAGE:
             return [r for r in runs if AUTO_SCHEDULED in (r.tags or [])]
+
+
+async def ensure_limits(
+    client: PrefectClient, limits: list[GlobalLimit], rate: RateLimit | None, size: int
+) -> list[str]:
+    """Create the global concurrency limits a schedule names that do not exist yet (`size`
+    slots unless the limit says; a rate limit's slots decay at its rate); the names created.
+    An existing limit is left as it is: an operator may have resized it in Prefect's UI."""
+    wanted = [
+        GlobalConcurrencyLimitCreate(name=limit.name, limit=limit.size or size) for limit in limits
+    ]
+    if rate is not None:
+        wanted.append(
+            GlobalConcurrencyLimitCreate(
+                name=rate.name,
+                limit=max(1, math.ceil(rate.per_second)),
+                slot_decay_per_second=rate.per_second,
+            )
+        )
+    created = []
+    for limit in wanted:
+        try:
+            await client.read_global_concurrency_limit_by_name(limit.name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # made meanwhile by another
+                await client.create_global_concurrency_limit(limit)
+                created.append(limit.name)
+    return created
 
 
 def runs_filter(states: list[StateType]) -> FlowRunFilter:

@@ -57,6 +57,7 @@ from deployments.job_template import spec_variables
 from deployments.pipelines import FLOW_TO_PIPELINE, PIPELINES, Pipeline
 from deployments.prefect_api import (
     count_runs,
+    ensure_limits,
     page_deployments,
     read_runs,
     scheduled_runs_between,
@@ -77,6 +78,7 @@ from deployments.views import (
     spec_of,
 )
 from flows.http import describe_error
+from settings import get_settings
 
 FINISHED: list[StateType] = [
     StateType.COMPLETED,
@@ -298,6 +300,9 @@ class ScheduleService:
         """Upsert the deployment and answer with what Prefect stored (no second read)."""
         pipeline = PIPELINES[spec.pipeline]
         fields = deployment_fields(spec, pipeline, params, active)
+        if spec.limits or spec.rate_limit:
+            size = get_settings().default_limit_size
+            await ensure_limits(self.client, spec.limits, spec.rate_limit, size)
         if paused is not None:
             # Unset, Prefect's upsert keeps the deployment's pause state.
             fields["paused"] = paused

@@ -257,6 +257,40 @@ class Catchup(_Strict):
     window_seconds: int = Field(default=60, ge=0, le=MAX_DELAY)
 
 
+LIMIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+
+
+def check_limit_name(value: str) -> str:
+    if not LIMIT_NAME.match(value):
+        raise ValueError(f"{value!r} is not a limit name (letters, digits, _ . : -, max 100)")
+    return value
+
+
+LimitName = Annotated[str, AfterValidator(check_limit_name)]
+
+
+class GlobalLimit(_Strict):
+    """A Prefect global concurrency limit a run holds a slot of while it runs; created with
+    `size` slots (DEFAULT_LIMIT_SIZE when none) if it does not exist yet."""
+
+    name: LimitName
+    size: int | None = Field(default=None, ge=1, le=10_000)
+
+
+class RateLimit(_Strict):
+    """At most `per_second` runs start per second (a Prefect limit whose slots decay)."""
+
+    name: LimitName
+    per_second: float = Field(gt=0, le=10_000)
+
+
+def named_limits(value: Any) -> Any:
+    """Limits given by name alone ("warehouse") as objects ({"name": "warehouse"})."""
+    if not isinstance(value, list):
+        return value
+    return [{"name": v} if isinstance(v, str) else v for v in value]
+
+
 class SpecSettings(_Strict):
     """What a schedule may change after creation: everything but its name and pipeline."""
 
@@ -280,7 +314,11 @@ class SpecSettings(_Strict):
     jitter_seconds: int = Field(
         default=0, ge=0, le=3600, description="Each run starts at a stable offset in [0, N] s"
     )
+    limits: list[GlobalLimit] = Field(default_factory=list, max_length=10)
+    rate_limit: RateLimit | None = None
     tags: list[str] = Field(default_factory=list, max_length=20)
+
+    _limits = field_validator("limits", mode="before")(named_limits)
 
     @model_validator(mode="before")
     @classmethod
@@ -351,7 +389,11 @@ class SchedulePatch(_Strict):
     windows: Windows | None = None
     catchup: Catchup | None = None
     jitter_seconds: int | None = Field(default=None, ge=0, le=3600)
+    limits: list[GlobalLimit] | None = Field(default=None, max_length=10)
+    rate_limit: RateLimit | None = None
     tags: list[str] | None = Field(default=None, max_length=20)
+
+    _limits = field_validator("limits", mode="before")(named_limits)
 
     @model_validator(mode="before")
     @classmethod

@@ -26,7 +26,9 @@ from deployments.spec import (
     Backoff,
     Catchup,
     Collision,
+    GlobalLimit,
     Priority,
+    RateLimit,
     ScheduleSpec,
     Timing,
     Windows,
@@ -104,6 +106,8 @@ class ScheduleView(BaseModel):
     windows: Windows | None = None
     catchup: Catchup = Field(default_factory=Catchup)
     jitter_seconds: int = 0
+    limits: list[GlobalLimit] = Field(default_factory=list)
+    rate_limit: RateLimit | None = None
     next_runs: list[datetime] = Field(
         default_factory=list,
         description="The next times the schedule fires (by Prefect's schedule maths); none "

@@ -33,7 +33,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import FlowRun, State, StateType
+from prefect.concurrency.asyncio import concurrency, rate_limit
 from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Scheduled
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
@@ -474,10 +475,13 @@ class WarmProcessWorker(ProcessWorker):
     ) -> ProcessWorkerResult:
         """Prefect's run, once the schedule's controls let it start now; otherwise the run
         moves to its time (Scheduled) or ends Cancelled with the reason, and no process
-        starts (deployments/controls.py)."""
-        decision = await self._decide(flow_run, configuration)
+        starts (deployments/controls.py). A run that starts holds a slot of each of its
+        global limits until its process ends, and takes one of its rate limit first."""
+        controls = self._controls(flow_run, configuration)
+        decision = await self._decide(flow_run, controls)
         if decision.action == "run":
-            return await super().run(flow_run, configuration, task_status)
+            async with self._limits_held(flow_run, controls):
+                return await super().run(flow_run, configuration, task_status)
         state: State[Any] = (
             Scheduled(scheduled_time=decision.at, message=decision.reason)
             if decision.action == "defer"
@@ -489,15 +493,30 @@ class WarmProcessWorker(ProcessWorker):
             task_status.started(0)  # no process: nothing to record as its pid
         return ProcessWorkerResult(identifier=f"not-started:{flow_run.id}", status_code=0)
 
-    async def _decide(self, flow_run: FlowRun, configuration: Any) -> Decision:
+    def _controls(self, flow_run: FlowRun, configuration: Any) -> RunControls:
         try:
-            controls = RunControls.model_validate(getattr(configuration, "controls", {}))
+            return RunControls.model_validate(getattr(configuration, "controls", {}))
         except ValidationError as exc:
             self._logger.warning(
                 "Flow run %s: unreadable controls, none applied: %s", flow_run.id, exc
             )
-            return RUN
-        if not controls.any:
+            return RunControls()
+
+    @contextlib.asynccontextmanager
+    async def _limits_held(self, flow_run: FlowRun, controls: RunControls) -> AsyncIterator[None]:
+        """Prefect's global concurrency and rate limits around the run's whole process."""
+        if controls.rate_limit is not None:
+            await rate_limit(controls.rate_limit.name, strict=False)
+        if not controls.limits:
+            yield
+            return
+        names = [limit.name for limit in controls.limits]
+        self.get_flow_run_logger(flow_run).info("Taking a slot of the limits %s", names)
+        async with concurrency(names, occupy=1, strict=False):
+            yield
+
+    async def _decide(self, flow_run: FlowRun, controls: RunControls) -> Decision:
+        if not controls.decides:
             return RUN
         now = datetime.now(UTC)
         # The time it is due now (Prefect's column of its Scheduled state's time): the runs a

@@ -424,3 +424,31 @@ def test_a_run_past_its_timeout_fails_and_retries_back_off(
         if s["name"] == "AwaitingRetry"
     ]
     assert [round(w.total_seconds()) for w in waits] == [1, 2]
+
+
+def test_runs_sharing_a_global_limit_run_one_at_a_time(
+    api: TestClient, worker: Any, source: HttpSource, prefect_api_url: str
+) -> None:
+    """Two schedules name the global limit `ctl-warehouse` (created with 1 slot): the second
+    run waits for the first to end; a rate limit is created with slots that decay."""
+    limit = f"ctl-warehouse-{uuid.uuid4().hex[:6]}"
+    rate = {"name": f"ctl-rate-{uuid.uuid4().hex[:6]}", "per_second": 0.5}
+    release = threading.Event()
+    source.route("/held-limit", Reply(200, PRICES, hold=release))
+    first_name = api_call(api, source, "/held-limit", limits=[limit])
+    second_name = api_call(api, source, "/prices", limits=[{"name": limit}], rate_limit=rate)
+    created = api_get(prefect_api_url, f"/v2/concurrency_limits/{limit}")
+    assert created["limit"] == 1
+    decaying = api_get(prefect_api_url, f"/v2/concurrency_limits/{rate['name']}")
+    assert decaying["slot_decay_per_second"] == 0.5
+    try:
+        first = run_now(api, first_name)
+        wait_until(lambda: flow_run(prefect_api_url, first)["state_type"] == "RUNNING", "running")
+        second = run_now(api, second_name)
+        time.sleep(2)  # long enough for the second to have started, were it free to
+        assert flow_run(prefect_api_url, second)["state_type"] == "PENDING"
+    finally:
+        release.set()
+    ended = finished(prefect_api_url, [first, second])
+    assert [r["state_type"] for r in ended] == ["COMPLETED", "COMPLETED"]
+    assert ended[1]["start_time"] >= ended[0]["end_time"]

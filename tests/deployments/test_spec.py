@@ -263,3 +263,17 @@ def test_controls_default_to_prefects_behaviour() -> None:
     assert (parsed.priority, parsed.collision, parsed.jitter_seconds) == ("normal", "enqueue", 0)
     assert parsed.catchup.policy == "all" and parsed.windows is None
     assert parsed.timeout_seconds is None and parsed.retry_backoff == "fixed"
+
+
+def test_limits_are_named_alone_or_with_a_size() -> None:
+    parsed = ScheduleSpec.model_validate(
+        spec(
+            limits=["warehouse", {"name": "crm:api", "size": 3}],
+            rate_limit={"name": "x", "per_second": 0.5},
+        )
+    )
+    assert [(lim.name, lim.size) for lim in parsed.limits] == [("warehouse", None), ("crm:api", 3)]
+    assert refusal(ScheduleSpec, spec(limits=["no spaces"])) == [("limits", 0, "name")]
+    assert refusal(ScheduleSpec, spec(rate_limit={"name": "x", "per_second": 0})) == [
+        ("rate_limit", "per_second")
+    ]
