@@ -252,11 +252,11 @@ def test_catch_up_runs_all_the_latest_or_none_of_the_missed_runs(
         for policy in ("all", "latest", "none"):
             name = api_call(api, source, catchup={"policy": policy, "window_seconds": 1})
             deployments[policy] = api.get(f"/api/schedules/{name}").json()["deployment_id"]
-        due = datetime.now(UTC) + timedelta(seconds=2)
+        # Due 5 to 3 s ago (made within a minute of their time, they count as missed, not
+        # as a backfill): the newest is past its 1 s window too.
+        due = datetime.now(UTC) - timedelta(seconds=5)
         times = [due + timedelta(seconds=s / 2) for s in range(5)]
         made = {p: planned_runs(d, times) for p, d in deployments.items()}
-        late = times[-1] + timedelta(seconds=2)  # the newest is due, and past its window
-        time.sleep(max(0.0, (late - datetime.now(UTC)).total_seconds()))
     finally:
         pause_queue(work_pool, "normal", False)
     ended = {p: finished(prefect_api_url, ids) for p, ids in made.items()}
@@ -362,9 +362,10 @@ def test_a_critical_run_queued_behind_normal_ones_is_taken_first(prefect_api_url
 def test_jitter_spreads_runs_due_at_the_same_time(
     api: TestClient, worker: Any, source: HttpSource, prefect_api_url: str, work_pool: str
 ) -> None:
-    """20 runs due at the same second, jitter 600 s: the worker moves each to its own stable
-    offset over the range (the few within the worker's look-ahead run then, never before)."""
-    name = api_call(api, source, jitter_seconds=600, priority="high")
+    """20 runs due at the same second, jitter 3,600 s: the worker moves each to its own stable
+    offset over the range (any within the worker's look-ahead runs then, never before). A
+    range wider than the look-ahead (60 s) keeps the pool's 4 slots free of runs waiting."""
+    name = api_call(api, source, jitter_seconds=3600, priority="high")
     deployment_id = api.get(f"/api/schedules/{name}").json()["deployment_id"]
     due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
     pause_queue(work_pool, "high", True)  # all 20 exist when the worker first sees them
@@ -372,7 +373,7 @@ def test_jitter_spreads_runs_due_at_the_same_time(
         ids = planned_runs(deployment_id, [due] * 20)
     finally:
         pause_queue(work_pool, "high", False)
-    targets = {i: due + jitter_offset(uuid.UUID(i), 600) for i in ids}
+    targets = {i: due + jitter_offset(uuid.UUID(i), 3600) for i in ids}
 
     def moved() -> list[dict] | None:
         query = {"flow_runs": {"id": {"any_": ids}}, "limit": len(ids)}
@@ -396,7 +397,7 @@ def test_jitter_spreads_runs_due_at_the_same_time(
         else:
             assert datetime.fromisoformat(run["start_time"]) >= target - timedelta(seconds=1)
         offsets.append((target - due).total_seconds())
-    assert max(offsets) - min(offsets) > 300, sorted(offsets)  # spread, not bunched
+    assert max(offsets) - min(offsets) > 1800, sorted(offsets)  # spread, not bunched
     assert api.delete(f"/api/schedules/{name}").status_code == 204
 
 
