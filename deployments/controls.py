@@ -116,40 +116,39 @@ def next_opening(when: datetime, windows: list[Window]) -> datetime | None:
     return min(starts, default=None)
 
 
-def is_late(
-    controls: RunControls,
-    scheduled: datetime,
-    now: datetime,
-    tags: list[str],
-    made_after_its_time: bool = False,
-) -> bool:
+@dataclass(frozen=True)
+class ClaimedRun:
+    """What the decisions read of a run a worker claimed: `expected`, the time its schedule
+    gave it; `scheduled`, the time it is due now (moved by a deferral); `created`, when it
+    was made."""
+
+    id: uuid.UUID
+    expected: datetime
+    scheduled: datetime
+    tags: tuple[str, ...] = ()
+    created: datetime | None = None
+
+    @property
+    def made_after_its_time(self) -> bool:
+        """A run created after its time (a backfilled one) was never missed."""
+        return self.created is not None and self.created > self.expected + BACKFILLED
+
+
+def is_late(controls: RunControls, run: ClaimedRun, now: datetime) -> bool:
     """True when the catch-up policy has a say: a planned run, which existed when it was
     due, picked up past its window."""
-    if controls.catchup.policy == "all" or MANUAL_TAG in tags or made_after_its_time:
+    if controls.catchup.policy == "all" or MANUAL_TAG in run.tags or run.made_after_its_time:
         return False
-    return (now - scheduled).total_seconds() > controls.catchup.window_seconds
-
-
-def made_after(expected: datetime, created: datetime | None) -> bool:
-    """True for a run created after the time its schedule gave it (a backfilled one)."""
-    return created is not None and created > expected + BACKFILLED
+    return (now - run.scheduled).total_seconds() > controls.catchup.window_seconds
 
 
 def decide(
-    controls: RunControls,
-    *,
-    run_id: uuid.UUID,
-    expected: datetime,
-    scheduled: datetime,
-    now: datetime,
-    tags: list[str],
-    created: datetime | None = None,
-    newer_due: bool = False,
+    controls: RunControls, run: ClaimedRun, now: datetime, newer_due: bool = False
 ) -> Decision:
-    """What to do with a claimed run due at `scheduled` (its state's time; `expected`, the
-    time its schedule gave it; `created`, when it was made). `newer_due`: a newer run of its
-    schedule is due already."""
-    if is_late(controls, scheduled, now, tags, made_after(expected, created)):
+    """What to do with a claimed run now. `newer_due`: a newer run of its schedule is due
+    already."""
+    scheduled, expected, tags = run.scheduled, run.expected, run.tags
+    if is_late(controls, run, now):
         seconds = (now - scheduled).total_seconds()
         late = f"due at {scheduled.isoformat()}, picked up {seconds:.0f} s late"
         allowed = f"more than the catch-up window of {controls.catchup.window_seconds} s"
@@ -160,7 +159,7 @@ def decide(
             return Decision("cancel", reason, name=SUPERSEDED)
     planned = MANUAL_TAG not in tags
     if planned and controls.jitter_seconds:
-        target = expected + jitter_offset(run_id, controls.jitter_seconds)
+        target = expected + jitter_offset(run.id, controls.jitter_seconds)
         if scheduled < target - TOLERANCE:
             offset = (target - expected).total_seconds()
             return Decision("defer", f"Jitter: starts {offset:.1f} s after its time", at=target)

@@ -59,11 +59,11 @@ from pydantic import Field, ValidationError
 from deployments.controls import (
     RUN,
     SKIP_TAG,
+    ClaimedRun,
     Decision,
     RunControls,
     decide,
     is_late,
-    made_after,
 )
 from deployments.job_template import LOCKED, default_job_env, locked_job_template
 from deployments.prefect_api import reschedule_at_its_time
@@ -528,24 +528,17 @@ class WarmProcessWorker(ProcessWorker):
             or flow_run.expected_start_time
             or now
         )
-        expected = flow_run.expected_start_time or scheduled
-        tags = list(flow_run.tags)
-        newer_due = False
-        backfilled = made_after(expected, flow_run.created)
-        if controls.catchup.policy == "latest" and is_late(
-            controls, scheduled, now, tags, backfilled
-        ):
-            newer_due = await self._newer_run_due(flow_run, expected, now)
-        return decide(
-            controls,
-            run_id=flow_run.id,
-            expected=expected,
+        run = ClaimedRun(
+            id=flow_run.id,
+            expected=flow_run.expected_start_time or scheduled,
             scheduled=scheduled,
-            now=now,
-            tags=tags,
+            tags=tuple(flow_run.tags),
             created=flow_run.created,
-            newer_due=newer_due,
         )
+        newer_due = False
+        if controls.catchup.policy == "latest" and is_late(controls, run, now):
+            newer_due = await self._newer_run_due(flow_run, run.expected, now)
+        return decide(controls, run, now, newer_due)
 
     async def _newer_run_due(self, flow_run: FlowRun, expected: datetime, now: datetime) -> bool:
         """True when another run of the deployment, due after this one, is due by now."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 from deployments.controls import (
     IGNORE_WINDOWS_TAG,
     MANUAL_TAG,
+    ClaimedRun,
+    Decision,
     RunControls,
     decide,
     in_window,
@@ -40,17 +43,16 @@ def controls(**fields: object) -> RunControls:
 
 
 def decision(
-    ctrl: RunControls, scheduled: datetime, now: datetime, tags: tuple[str, ...] = (), **kw
-):
-    return decide(
-        ctrl,
-        run_id=kw.pop("run_id", uuid.UUID(int=7)),
+    ctrl: RunControls, scheduled: datetime, now: datetime, tags: tuple[str, ...] = (), **kw: Any
+) -> Decision:
+    run = ClaimedRun(
+        id=kw.pop("run_id", uuid.UUID(int=7)),
         expected=kw.pop("expected", scheduled),
         scheduled=scheduled,
-        now=now,
-        tags=list(tags),
-        **kw,
+        tags=tags,
+        created=kw.pop("created", None),
     )
+    return decide(ctrl, run, now, **kw)
 
 
 def test_windows_include_their_start_and_exclude_their_end() -> None:
@@ -109,9 +111,10 @@ def test_jitter_is_stable_per_run_and_spread_over_the_range() -> None:
     ctrl = controls(jitter_seconds=60)
     run_id = next(i for i in ids if jitter_offset(i, 60).total_seconds() > 1)
     first = decision(ctrl, MONDAY_8, MONDAY_8, run_id=run_id)
-    assert (first.action, first.at) == ("defer", MONDAY_8 + jitter_offset(run_id, 60))
+    target = MONDAY_8 + jitter_offset(run_id, 60)
+    assert (first.action, first.at) == ("defer", target)
     # Picked up again at that time, it runs (the offset is from its schedule's time).
-    moved = decision(ctrl, first.at, first.at, run_id=run_id, expected=MONDAY_8)
+    moved = decision(ctrl, target, target, run_id=run_id, expected=MONDAY_8)
     assert moved.action == "run"
     assert decision(ctrl, MONDAY_8, MONDAY_8, (MANUAL_TAG,), run_id=run_id).action == "run"
 
