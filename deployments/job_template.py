@@ -43,7 +43,7 @@ BACKOFF = "retry_backoff"
 MAX_DELAY = "retry_max_delay_seconds"
 RUN_ENV = {TIMEOUT: TIMEOUT_ENV, BACKOFF: BACKOFF_ENV, MAX_DELAY: MAX_DELAY_ENV}
 # The controls our warm worker applies before it starts a run (deployments/controls.py):
-# windows, catch-up and jitter, as one object variable.
+# windows, catch-up, jitter and limits, as one object variable.
 CONTROLS = "controls"
 # Prefect reads flow-level retry defaults from these when the flow decorator sets none.
 RETRIES_ENV = "PREFECT_FLOWS_DEFAULT_RETRIES"
@@ -118,7 +118,7 @@ def locked_job_template(command: str | None, *, gated: bool = False) -> dict[str
             },
             CONTROLS: {
                 "title": "Scheduling controls",
-                "description": "Windows, catch-up and jitter, applied by the warm worker "
+                "description": "Windows, catch-up, jitter and limits, applied by the warm worker "
                 "before a run starts (set through the schedule spec).",
                 "type": "object",
                 "default": {},

@@ -141,10 +141,10 @@ async def scheduled_runs_between(
 
 async def ensure_limits(
     client: PrefectClient, limits: list[GlobalLimit], rate: RateLimit | None, size: int
-) -> list[str]:
+) -> None:
     """Create the global concurrency limits a schedule names that do not exist yet (`size`
-    slots unless the limit says; a rate limit's slots decay at its rate); the names created.
-    An existing limit is left as it is: an operator may have resized it in Prefect's UI."""
+    slots unless the limit says; a rate limit's slots decay at its rate). An existing limit
+    is left as it is: an operator may have resized it in Prefect's UI."""
     wanted = [
         GlobalConcurrencyLimitCreate(name=limit.name, limit=limit.size or size) for limit in limits
     ]
@@ -156,15 +156,12 @@ async def ensure_limits(
                 slot_decay_per_second=rate.per_second,
             )
         )
-    created = []
     for limit in wanted:
         try:
             await client.read_global_concurrency_limit_by_name(limit.name)
         except ObjectNotFound:
             with contextlib.suppress(ObjectAlreadyExists):  # made meanwhile by another
                 await client.create_global_concurrency_limit(limit)
-                created.append(limit.name)
-    return created
 
 
 def runs_filter(states: list[StateType]) -> FlowRunFilter:

@@ -131,7 +131,7 @@ class WarmProcessJobConfiguration(ProcessJobConfiguration):
     folder are never a deployment's or a run's choice. When the zygote has the
     flow's code, its entrypoint is handed over (`zygote_entrypoint`), so the run does not
     read its deployment again nor run its pull steps. `controls` are the schedule's windows,
-    catch-up and jitter, which the worker applies before it starts the run.
+    catch-up, jitter and limits, which the worker applies before it starts the run.
     """
 
     controls: dict[str, Any] = Field(default_factory=dict)
@@ -519,15 +519,9 @@ class WarmProcessWorker(ProcessWorker):
         if not controls.decides:
             return RUN
         now = datetime.now(UTC)
-        # The time it is due now (Prefect's column of its Scheduled state's time): the runs a
-        # worker polls for come without their state.
-        details = flow_run.state.state_details if flow_run.state else None
-        scheduled = (
-            flow_run.next_scheduled_start_time
-            or (details and details.scheduled_time)
-            or flow_run.expected_start_time
-            or now
-        )
+        # The time it is due now: Prefect's column of its Scheduled state's time (the runs a
+        # worker polls for come without their state).
+        scheduled = flow_run.next_scheduled_start_time or flow_run.expected_start_time or now
         run = ClaimedRun(
             id=flow_run.id,
             expected=flow_run.expected_start_time or scheduled,

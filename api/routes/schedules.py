@@ -151,7 +151,8 @@ async def backfill_schedule(
     """Create the runs the schedule would have made from `start` to `end`, each at its time.
 
     Asked twice for the same range, it answers the same runs (none is created twice); more
-    than MAX_BACKFILL_RUNS is a 422. Backfilled runs are never cancelled by catch-up.
+    than MAX_BACKFILL_RUNS is a 422. Backfilled runs (made after their time) are never
+    cancelled by catch-up.
     """
     runs = await service.backfill(name, body.start, body.end, settings.max_backfill_runs)
     return BackfillAnswer(
