@@ -12,6 +12,8 @@ as plain functions of the run's times and the schedule's controls:
   they were never missed), are never caught up.
 - **jitter**: a planned run starts at a stable offset in [0, N] s after its time (a hash of
   its id), so runs due at the same moment spread out.
+- **dependencies**: a run made because a schedule it depends on failed ends Cancelled as
+  DEPENDENCY_FAILED (deployments/dependencies.py makes those runs).
 - **windows**: a run due outside every allowed window waits for the next opening (`defer`)
   or ends Cancelled with the reason (`skip`); a run-now tagged `ignore-windows` bypasses them.
 
@@ -43,6 +45,8 @@ SKIP_TAG = "collision:skip"
 TOLERANCE = timedelta(seconds=0.5)
 # Cancelled runs' state names, as history shows them.
 MISSED, SUPERSEDED, OUTSIDE = "Missed", "Superseded", "OutsideWindow"
+# A run made because a schedule it depends on failed (deployments/dependencies.py).
+DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
 
 
 class RunControls(BaseModel):
@@ -53,11 +57,19 @@ class RunControls(BaseModel):
     jitter_seconds: int = 0
     limits: list[GlobalLimit] = Field(default_factory=list)
     rate_limit: RateLimit | None = None
+    # Set on the run (not the deployment) by a dependency's failure automation: its name.
+    dependency_failed: str | None = None
 
     @property
     def decides(self) -> bool:
-        """True when a run's start depends on its times (windows, catch-up, jitter)."""
-        return bool(self.windows or self.jitter_seconds or self.catchup.policy != "all")
+        """True when a run's start depends on its times (windows, catch-up, jitter) or on a
+        dependency."""
+        return bool(
+            self.windows
+            or self.jitter_seconds
+            or self.catchup.policy != "all"
+            or self.dependency_failed
+        )
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,12 @@ def decide(
     """What to do with a claimed run now. `newer_due`: a newer run of its schedule is due
     already."""
     scheduled, expected, tags = run.scheduled, run.expected, run.tags
+    if controls.dependency_failed:
+        reason = (
+            f"{DEPENDENCY_FAILED}: a run of {controls.dependency_failed!r}, which this schedule "
+            "depends on, did not complete"
+        )
+        return Decision("cancel", reason, name=DEPENDENCY_FAILED)
     if is_late(controls, run, now):
         seconds = (now - scheduled).total_seconds()
         late = f"due at {scheduled.isoformat()}, picked up {seconds:.0f} s late"

@@ -154,11 +154,11 @@ def spec_variables(spec: SpecSettings) -> dict[str, Any]:
 
 
 def gate_controls(spec: SpecSettings) -> dict[str, Any]:
-    """The spec's windows, catch-up, jitter and limits as the `controls` variable (defaults
-    left out)."""
+    """The spec's windows, catch-up, jitter, limits and dependencies as the `controls`
+    variable (defaults left out; the worker reads no dependency, views read them back)."""
     controls = spec.model_dump(
         mode="json",
-        include={"windows", "catchup", "jitter_seconds", "limits", "rate_limit"},
+        include={"windows", "catchup", "jitter_seconds", "limits", "rate_limit", "depends_on"},
         exclude_defaults=True,
     )
     return {k: v for k, v in controls.items() if v is not None}

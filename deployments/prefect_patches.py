@@ -91,6 +91,14 @@ answer is a function of the settings object, which Prefect never changes in plac
 settings are new objects: `copy_with_update`, a refreshed context), so it is kept for the last
 few objects and a copy handed out.
 
+9. Automations evaluated under SQLite's write lock (`evaluate_triggers_under_the_write_lock`).
+Prefect's triggers service evaluates each event against each automation in a DEFERRED
+transaction that reads the automation's bucket and then writes it: the same SQLITE_BUSY_SNAPSHOT
+as in 7, at once, whenever a run's state changed meanwhile. The event is then evaluated again
+from the start, so an automation that had fired for it fires twice (a schedule's `depends_on`
+trigger ran it twice after one completion) and, after three failures, the others never see it
+(another chain did not run at all). Its transactions now begin IMMEDIATE.
+
 Each fix is guarded (`SCHEDULE_CHECKS`, `CA_BUNDLE_ONCE`, ...): before patching anything it
 checks that the Prefect release is one the fix was checked against and that everything it
 replaces or relies on is still there, and raises `PrefectPatchError` otherwise, so that
@@ -99,6 +107,7 @@ mispatched."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import gc
@@ -107,7 +116,7 @@ import inspect
 import platform
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,6 +224,12 @@ LABELS_UNDER_WRITE_LOCK = Patch(
         "prefect.server.database.configurations:SQLITE_BEGIN_MODE",
     ),
 )
+TRIGGERS_UNDER_WRITE_LOCK = Patch(
+    name="evaluate_triggers_under_the_write_lock",
+    prefect_versions=SpecifierSet(">=3.8,<3.9"),
+    # The triggers service's one way to open a session (it imported it by name).
+    replaces=("prefect.server.events.triggers:automations_session",),
+)
 GC_OFF_THE_LOOP = Patch(
     name="collect_garbage_off_the_loop",
     # The stall is in Prefect 3.8's SQLite server (aiosqlite, its 60 s busy timeout).
@@ -307,7 +322,12 @@ def _require(patch: Patch) -> list[tuple[Any, str]]:
 def install_server_fixes() -> None:
     """Every fix, for a Prefect server process (ours or the test harness's); call it first."""
     # Every guard before any patch: a refusal leaves the process entirely unpatched.
-    server_only = (HTTP_ONLY_LIMIT, LABELS_UNDER_WRITE_LOCK, GC_OFF_THE_LOOP)
+    server_only = (
+        HTTP_ONLY_LIMIT,
+        LABELS_UNDER_WRITE_LOCK,
+        TRIGGERS_UNDER_WRITE_LOCK,
+        GC_OFF_THE_LOOP,
+    )
     for patch in (SCHEDULE_CHECKS, CRON_DST, CA_BUNDLE_ONCE, *server_only):
         _require(patch)
     cache_schedule_checks()
@@ -315,6 +335,7 @@ def install_server_fixes() -> None:
     load_ca_bundle_once()
     limit_only_http_requests()
     write_labels_under_the_write_lock()
+    evaluate_triggers_under_the_write_lock()
     collect_garbage_off_the_loop()
 
 
@@ -456,6 +477,36 @@ def write_labels_under_the_write_lock() -> None:
 
     update_flow_run_labels.immediate = True  # type: ignore[attr-defined]
     flow_runs.update_flow_run_labels = update_flow_run_labels
+
+
+def evaluate_triggers_under_the_write_lock() -> None:
+    """Begin the triggers service's transactions IMMEDIATE on SQLite (idempotent).
+
+    Prefect evaluates an event against each automation in a DEFERRED transaction that reads
+    the automation's bucket, then writes it. On SQLite's WAL, a write after a read fails at
+    once ("database is locked", SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out) when
+    another writer committed in between; the event is then evaluated again, so automations
+    that already fired for it fire twice (a dependent schedule ran twice) and the rest may
+    never see it. Begun IMMEDIATE, each evaluation waits for the write lock instead, under the
+    busy timeout. PostgreSQL ignores the flag (Prefect locks rows there).
+    """
+    _require(TRIGGERS_UNDER_WRITE_LOCK)
+    from prefect.server.database import provide_database_interface
+    from prefect.server.events import triggers
+
+    if getattr(triggers.automations_session, "immediate", False):
+        return  # installed already
+
+    @contextlib.asynccontextmanager
+    async def automations_session(begin_transaction: bool = False) -> AsyncIterator[Any]:
+        db = provide_database_interface()
+        async with db.session_context(
+            begin_transaction=begin_transaction, with_for_update=begin_transaction
+        ) as session:
+            yield session
+
+    automations_session.immediate = True  # type: ignore[attr-defined]
+    triggers.automations_session = automations_session
 
 
 class SslBuildingCaContextsOnce:

@@ -43,8 +43,10 @@ from sqlmodel import Session
 from db.crud import get_run_outcomes, outcome_totals
 from db.models import RunOutcome
 from deployments.controls import IGNORE_WINDOWS_TAG, MANUAL_TAG, SKIP_TAG
+from deployments.dependencies import dependency_automations, find_cycle
 from deployments.descriptions import default_description, schedule_slug
 from deployments.errors import (
+    FieldErrors,
     IdempotencyConflict,
     RunConflict,
     ScheduleExists,
@@ -53,7 +55,7 @@ from deployments.errors import (
     field_error,
     prefixed,
 )
-from deployments.job_template import spec_variables
+from deployments.job_template import spec_settings_of, spec_variables
 from deployments.pipelines import FLOW_TO_PIPELINE, PIPELINES, Pipeline
 from deployments.prefect_api import (
     count_runs,
@@ -153,9 +155,39 @@ class ScheduleService:
         pipeline = PIPELINES[spec.pipeline]
         params = _parameters(pipeline, spec.parameters)
         errors = [e for check in pipeline.checks for e in await check(params)]
+        errors += await self._dependency_errors(spec)
         if errors:
             raise SpecError(errors)
         return params
+
+    async def _dependency_errors(self, spec: ScheduleSpec) -> FieldErrors:
+        """`depends_on` names existing schedules, not this one, and closes no cycle."""
+        if not spec.depends_on:
+            return []
+        errors, graph = [], {}
+        for i, dependency in enumerate(spec.depends_on):
+            if dependency == spec.name:
+                errors.append(field_error(("depends_on", i), "a schedule cannot depend on itself"))
+            elif (found := await self.find(dependency)) is None:
+                errors.append(field_error(("depends_on", i), f"no schedule named {dependency!r}"))
+            else:
+                graph[dependency] = depends_on_of(found)
+        if errors:
+            return errors
+        # Walk on from the dependencies through theirs, reading each schedule once.
+        pending = [d for deps in graph.values() for d in deps if d not in graph]
+        while pending:
+            name = pending.pop()
+            if name in graph or name == spec.name:
+                continue
+            found = await self.find(name)
+            graph[name] = depends_on_of(found) if found else []
+            pending.extend(d for d in graph[name] if d not in graph)
+        cycle = find_cycle(spec.name, spec.depends_on, graph)
+        if cycle:
+            path = " -> ".join(cycle)
+            return [field_error(("depends_on",), f"a dependency cycle: {path}")]
+        return []
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -292,12 +324,19 @@ class ScheduleService:
         except ValidationError as exc:
             raise SpecError(prefixed(exc.errors())) from None
         params = await self.validate(spec)
-        return await self._apply(spec, params, paused=None, active=schedules_active(deployment))
+        active = schedules_active(deployment)
+        return await self._apply(spec, params, paused=None, active=active, previous=current)
 
     async def _apply(
-        self, spec: ScheduleSpec, params: BaseModel, paused: bool | None, active: bool = True
+        self,
+        spec: ScheduleSpec,
+        params: BaseModel,
+        paused: bool | None,
+        active: bool = True,
+        previous: ScheduleSpec | None = None,
     ) -> ScheduleView:
-        """Upsert the deployment and answer with what Prefect stored (no second read)."""
+        """Upsert the deployment and its automations, and answer with what Prefect stored
+        (no second read). `previous`: the spec it replaces."""
         pipeline = PIPELINES[spec.pipeline]
         fields = deployment_fields(spec, pipeline, params, active)
         if spec.limits or spec.rate_limit:
@@ -310,7 +349,19 @@ class ScheduleService:
             deployment = await upsert_deployment(
                 self.client, self.work_pool_name, pipeline.flow_name, fields
             )
+            if spec.depends_on or (previous and previous.depends_on):
+                await self._sync_automations(deployment.id, spec)
         return await schedule_view(deployment, pipeline)
+
+    async def _sync_automations(self, deployment_id: uuid.UUID, spec: ScheduleSpec) -> None:
+        """The deployment's own automations (its triggers) made again from the spec."""
+        owner = f"prefect.deployment.{deployment_id}"
+        await self.client.delete_resource_owned_automations(owner)
+        flows = list(FLOW_TO_PIPELINE)
+        for automation in dependency_automations(
+            str(deployment_id), spec.name, spec.depends_on, flows
+        ):
+            await self.client.create_automation(automation)
 
     @contextlib.contextmanager
     def _gone_is_not_found(self, name: str) -> Iterator[None]:
@@ -453,6 +504,8 @@ class ScheduleService:
         deployment, _ = await self._get(name)
         with self._gone_is_not_found(name):
             await self.client.delete_deployment(deployment.id)
+        # Prefect leaves a deleted deployment's own automations (its triggers) behind.
+        await self.client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
 
     # -- history ----------------------------------------------------------------------------
 
@@ -547,6 +600,12 @@ class ScheduleService:
             **items,
         )
         return view, stats
+
+
+def depends_on_of(deployment: DeploymentResponse) -> list[str]:
+    """The schedules a deployment depends on (its spec's `depends_on`)."""
+    found = spec_settings_of(deployment.job_variables).get("depends_on")
+    return [str(name) for name in found] if isinstance(found, list) else []
 
 
 def pipeline_of(deployment: DeploymentResponse) -> Pipeline:

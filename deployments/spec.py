@@ -291,6 +291,16 @@ def named_limits(value: Any) -> Any:
     return [{"name": v} if isinstance(v, str) else v for v in value]
 
 
+def distinct(values: list[str]) -> list[str]:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"names {repeated} more than once")
+    return values
+
+
+DependsOn = Annotated[list[Slug], Field(max_length=20), AfterValidator(distinct)]
+
+
 class SpecSettings(_Strict):
     """What a schedule may change after creation: everything but its name and pipeline."""
 
@@ -316,6 +326,11 @@ class SpecSettings(_Strict):
     )
     limits: list[GlobalLimit] = Field(default_factory=list, max_length=10)
     rate_limit: RateLimit | None = None
+    depends_on: DependsOn = Field(
+        default_factory=list,
+        description="Schedules this one runs after: after each completion of the one named, "
+        "or once all of several named have completed",
+    )
     tags: list[str] = Field(default_factory=list, max_length=20)
 
     _limits = field_validator("limits", mode="before")(named_limits)
@@ -391,6 +406,7 @@ class SchedulePatch(_Strict):
     jitter_seconds: int | None = Field(default=None, ge=0, le=3600)
     limits: list[GlobalLimit] | None = Field(default=None, max_length=10)
     rate_limit: RateLimit | None = None
+    depends_on: DependsOn | None = None
     tags: list[str] | None = Field(default=None, max_length=20)
 
     _limits = field_validator("limits", mode="before")(named_limits)

@@ -108,6 +108,7 @@ class ScheduleView(BaseModel):
     jitter_seconds: int = 0
     limits: list[GlobalLimit] = Field(default_factory=list)
     rate_limit: RateLimit | None = None
+    depends_on: list[str] = Field(default_factory=list)
     next_runs: list[datetime] = Field(
         default_factory=list,
         description="The next times the schedule fires (by Prefect's schedule maths); none "

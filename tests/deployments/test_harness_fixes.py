@@ -16,6 +16,7 @@ def test_the_test_prefect_server_runs_with_both_fixes(prefect_api_url: str, tmp_
     assert report["prefect_version"] == prefect.__version__
     assert report["zones_cached"] is True and report["cron_cached"] is True
     assert report["cron_dst_debian"] is True
+    assert report["triggers_immediate"] is True
     assert report["gc_enabled"] is False and report["gc_thread_alive"] is True
     pid = report["pid"]
     os.kill(pid, 0)  # still running (raises ProcessLookupError otherwise)

@@ -343,6 +343,63 @@ def test_a_label_update_takes_sqlites_write_lock_first(
     assert found["name"] == "renamed"
 
 
+def run_trigger_race(template: Path, database: Path, immediate: bool) -> dict[str, Any]:
+    """A transaction of Prefect's triggers service (read, then write) racing another writer."""
+    shutil.copyfile(template, database)
+    code = (
+        "import asyncio, json, sys\n"
+        "import sqlalchemy as sa\n"
+        "from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, temporary_settings\n"
+        f"url = 'sqlite+aiosqlite:///' + {json.dumps(str(database))}\n"
+        "async def scene():\n"
+        "    from prefect.server.database import provide_database_interface\n"
+        "    from prefect.server import models, schemas\n"
+        "    from prefect.server.events import triggers\n"
+        "    db = provide_database_interface()\n"
+        "    async def other_writer():\n"
+        "        async with db.session_context(begin_transaction=True) as s:\n"
+        "            await models.flows.create_flow(session=s, flow=schemas.core.Flow(name='o'))\n"
+        "    try:\n"
+        "        async with triggers.automations_session(begin_transaction=True) as s:\n"
+        "            await s.execute(sa.text('SELECT count(*) FROM flow'))\n"
+        "            writer = asyncio.create_task(other_writer())\n"
+        "            await asyncio.sleep(0.5)  # it commits now, unless it waits for our lock\n"
+        "            await models.flows.create_flow(session=s, flow=schemas.core.Flow(name='m'))\n"
+        "        outcome = 'written'\n"
+        "    except Exception as exc:\n"
+        "        outcome = type(exc.orig).__name__ + ': ' + str(exc.orig)\n"
+        "    await writer\n"
+        "    async with db.session_context() as s:\n"
+        "        names = (await s.execute(sa.text('SELECT name FROM flow'))).scalars().all()\n"
+        "    print(json.dumps({'outcome': outcome, 'flows': sorted(names)}))\n"
+        "with temporary_settings({PREFECT_API_DATABASE_CONNECTION_URL: url}):\n"
+        + (
+            "    from deployments.prefect_patches import evaluate_triggers_under_the_write_lock\n"
+            "    evaluate_triggers_under_the_write_lock()\n"
+            if immediate
+            else ""
+        )
+        + "    asyncio.run(scene())\n"
+    )
+    return last_json(run_python("-c", code))
+
+
+def test_a_trigger_evaluation_racing_another_writer_on_sqlite_fails_unpatched(
+    tmp_path: Path, prefect_schema: Path
+) -> None:
+    found = run_trigger_race(prefect_schema, tmp_path / "prefect.db", immediate=False)
+    assert "locked" in found["outcome"] or "BUSY" in found["outcome"], found
+    assert found["flows"] == ["o"]
+
+
+def test_a_trigger_evaluation_takes_sqlites_write_lock_first(
+    tmp_path: Path, prefect_schema: Path
+) -> None:
+    found = run_trigger_race(prefect_schema, tmp_path / "prefect.db", immediate=True)
+    assert found["outcome"] == "written", found
+    assert found["flows"] == ["m", "o"]  # the other writer waited its turn
+
+
 def run_gc_scene(mode: str) -> dict[str, Any]:
     return last_json(run_python("-m", "tests.utils.gc_deadlock", mode))
 
@@ -424,6 +481,7 @@ def assert_nothing_patched(stand_ins: dict[str, Callable[..., object]], gc_was: 
         "plan_cron_by_debian_rules",
         "load_ca_bundle_once",
         "limit_only_http_requests",
+        "evaluate_triggers_under_the_write_lock",
         "collect_garbage_off_the_loop",
         "compute_settings_env_once",
     ],

@@ -277,3 +277,13 @@ def test_limits_are_named_alone_or_with_a_size() -> None:
     assert refusal(ScheduleSpec, spec(rate_limit={"name": "x", "per_second": 0})) == [
         ("rate_limit", "per_second")
     ]
+
+
+def test_depends_on_names_schedules_each_once() -> None:
+    spec = ScheduleSpec.model_validate({"name": "b", "pipeline": "crew", "depends_on": ["a"]})
+    assert spec.depends_on == ["a"]
+    for bad in (["a", "a"], ["Not A Slug"], [f"s{i}" for i in range(21)]):
+        with pytest.raises(ValidationError) as refused:
+            ScheduleSpec.model_validate({"name": "b", "pipeline": "crew", "depends_on": bad})
+        assert refused.value.errors()[0]["loc"][0] == "depends_on"
+    assert SchedulePatch.model_validate({"depends_on": []}).depends_on == []

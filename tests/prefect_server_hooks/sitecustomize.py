@@ -23,6 +23,7 @@ def report_fixes(path: str) -> None:
 
     import prefect
     from prefect._internal.schemas import validators
+    from prefect.server.events import triggers
     from prefect.server.schemas import schedules
     from prefect.types import _datetime
 
@@ -36,6 +37,7 @@ def report_fixes(path: str) -> None:
         ),
         "zones_cached": hasattr(_datetime.get_timezones, "cache_info"),
         "cron_cached": hasattr(validators.validate_cron_string, "cache_info"),
+        "triggers_immediate": getattr(triggers.automations_session, "immediate", False),
         "cron_dst_debian": getattr(
             schedules.CronSchedule._get_dates_generator, "debian_cron", False
         ),
