@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=500, ge=1)
     # Slots of a global limit a schedule names (spec `limits`) when it is created for it.
     default_limit_size: int = Field(default=1, ge=1)
+    # A run is stuck (alerts `stuck`) past this when its schedule has no timeout and too few
+    # completed runs for a median.
+    alert_stuck_after_seconds: int = Field(default=3600, ge=10)
     # Most runs one backfill may create (POST /api/schedules/{name}/backfill); more: 422.
     max_backfill_runs: int = Field(default=1000, ge=1, le=100_000)
 

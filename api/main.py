@@ -22,11 +22,13 @@ from api.deadline import Deadline, unavailable
 from api.deps import require_api_key
 from api.docs import serve_docs
 from api.errors import document_errors
+from api.metrics import ApiMetrics, RequestMetrics
 from api.routes import (
     crew,
     demo,
     health,
     jobs,
+    monitor,
     newsletter_scheduler,
     newsletters,
     records,
@@ -86,6 +88,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
         logging.getLogger("api").setLevel(logging.INFO)  # our request lines (api/access_log.py)
         require_prefect_api()
         app.state.engine = engine or get_engine()
+        app.state.metrics.count_items_of(app.state.engine)
         app.state.prefect_writes = asyncio.Semaphore(4)
         # Prefect calls fail fast enough for the request deadline (api/deadline.py).
         async with get_client(
@@ -102,6 +105,8 @@ def create_app(engine: Engine | None = None) -> FastAPI:
         redoc_url=None,
     )
     serve_docs(app)
+    app.state.metrics = ApiMetrics()
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     app.add_middleware(Deadline, seconds=lambda scope: _settings(scope).request_deadline_seconds)
     app.add_middleware(Gate, keys=_keys, demo=_demo, workspace_keys=_workspace_keys)
     app.add_middleware(AccessLog)  # added last: outermost, so it logs what the client got
@@ -109,7 +114,8 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.include_router(health.router)
     if get_settings().demo_routes:  # DEMO_ROUTES: `make run`'s offline example, off otherwise
         app.include_router(demo.router)
-    for router in (schedules.router, runs.router, records.router, jobs.router, crew.router):
+    routers = (schedules.router, runs.router, records.router, jobs.router, crew.router)
+    for router in (*routers, monitor.router):
         app.include_router(router, dependencies=secured)
     # Workspace-scoped: each route checks the caller's workspaces (api.deps.AccessDep).
     for router in (newsletter_scheduler.router, workspaces.router, newsletters.router):

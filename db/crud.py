@@ -212,6 +212,19 @@ def reflect_table(conn: Connection, name: str) -> sa.Table | None:
     return sa.Table(name, sa.MetaData(), autoload_with=conn)
 
 
+def item_totals_by_schedule(session: Session) -> list[tuple[str, str, int, int]]:
+    """(schedule, pipeline, items processed, items failed) over every recorded run."""
+    rows = session.exec(
+        select(
+            col(RunOutcome.schedule),
+            col(RunOutcome.pipeline),
+            func.coalesce(func.sum(RunOutcome.items_processed), 0),
+            func.coalesce(func.sum(RunOutcome.items_failed), 0),
+        ).group_by(col(RunOutcome.schedule), col(RunOutcome.pipeline))
+    ).all()
+    return [(schedule, pipeline, int(done), int(bad)) for schedule, pipeline, done, bad in rows]
+
+
 def outcome_totals(session: Session, schedule: str) -> dict[str, int]:
     """Items processed / succeeded / failed over every recorded run of a schedule."""
     row = session.exec(

@@ -153,12 +153,32 @@ def spec_variables(spec: SpecSettings) -> dict[str, Any]:
     }
 
 
+# The spec fields kept in the `controls` variable.
+STORED_CONTROLS = {
+    "windows",
+    "catchup",
+    "jitter_seconds",
+    "limits",
+    "rate_limit",
+    "depends_on",
+    "alerts",
+}
+
+
 def gate_controls(spec: SpecSettings) -> dict[str, Any]:
     """The spec's windows, catch-up, jitter, limits and dependencies as the `controls`
     variable (defaults left out; the worker reads no dependency, views read them back)."""
     controls = spec.model_dump(
         mode="json",
-        include={"windows", "catchup", "jitter_seconds", "limits", "rate_limit", "depends_on"},
+        include={
+            "windows",
+            "catchup",
+            "jitter_seconds",
+            "limits",
+            "rate_limit",
+            "depends_on",
+            "alerts",
+        },
         exclude_defaults=True,
     )
     return {k: v for k, v in controls.items() if v is not None}

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+from prefect.blocks.webhook import Webhook
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.filters import (
@@ -36,12 +37,19 @@ from prefect.client.schemas.schedules import NoSchedule
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Cancelling, Scheduled
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from db.crud import get_run_outcomes, outcome_totals
 from db.models import RunOutcome
+from deployments.alerts import (
+    JSON_HEADERS,
+    alert_automations,
+    alert_block_name,
+    median_duration,
+    stuck_after,
+)
 from deployments.controls import IGNORE_WINDOWS_TAG, MANUAL_TAG, SKIP_TAG
 from deployments.dependencies import dependency_automations, find_cycle
 from deployments.descriptions import default_description, schedule_slug
@@ -66,7 +74,7 @@ from deployments.prefect_api import (
     upsert_deployment,
 )
 from deployments.prefect_schedules import fire_times, to_prefect_schedule
-from deployments.spec import SchedulePatch, ScheduleSpec, aware
+from deployments.spec import Alerts, SchedulePatch, ScheduleSpec, aware
 from deployments.stats import percentile
 from deployments.views import (
     RunView,
@@ -156,6 +164,7 @@ class ScheduleService:
         params = _parameters(pipeline, spec.parameters)
         errors = [e for check in pipeline.checks for e in await check(params)]
         errors += await self._dependency_errors(spec)
+        errors += await self._alert_errors(spec)
         if errors:
             raise SpecError(errors)
         return params
@@ -188,6 +197,22 @@ class ScheduleService:
             path = " -> ".join(cycle)
             return [field_error(("depends_on",), f"a dependency cycle: {path}")]
         return []
+
+    async def _alert_errors(self, spec: ScheduleSpec) -> FieldErrors:
+        """`alerts.block` names a Webhook block Prefect has."""
+        if spec.alerts is None or spec.alerts.block is None:
+            return []
+        if await self._webhook_block_id(spec.alerts.block) is None:
+            message = f"no Prefect Webhook block named {spec.alerts.block!r}"
+            return [field_error(("alerts", "block"), message)]
+        return []
+
+    async def _webhook_block_id(self, name: str) -> uuid.UUID | None:
+        try:
+            found = await self.client.read_block_document_by_name(name, "webhook")
+        except ObjectNotFound:
+            return None
+        return found.id
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -338,6 +363,9 @@ class ScheduleService:
         """Upsert the deployment and its automations, and answer with what Prefect stored
         (no second read). `previous`: the spec it replaces."""
         pipeline = PIPELINES[spec.pipeline]
+        block_id = None
+        if spec.alerts is not None:
+            spec, block_id = await self._alerts_in_a_block(spec)
         fields = deployment_fields(spec, pipeline, params, active)
         if spec.limits or spec.rate_limit:
             size = get_settings().default_limit_size
@@ -349,18 +377,43 @@ class ScheduleService:
             deployment = await upsert_deployment(
                 self.client, self.work_pool_name, pipeline.flow_name, fields
             )
-            if spec.depends_on or (previous and previous.depends_on):
-                await self._sync_automations(deployment.id, spec)
+            if has_automations(spec) or (previous and has_automations(previous)):
+                await self._sync_automations(deployment.id, spec, block_id)
         return await schedule_view(deployment, pipeline)
 
-    async def _sync_automations(self, deployment_id: uuid.UUID, spec: ScheduleSpec) -> None:
-        """The deployment's own automations (its triggers) made again from the spec."""
+    async def _alerts_in_a_block(self, spec: ScheduleSpec) -> tuple[ScheduleSpec, uuid.UUID]:
+        """The spec with its alert webhook kept in a Prefect Webhook block (the URL secret),
+        named in its place; and the block's id."""
+        assert spec.alerts is not None
+        if spec.alerts.webhook is None:
+            block_id = await self._webhook_block_id(spec.alerts.block or "")
+            if block_id is None:  # deleted since the spec was checked
+                raise SpecError([field_error(("alerts", "block"), "the block is gone")])
+            return spec, block_id
+        name = alert_block_name(spec.name)
+        block = Webhook(method="POST", url=SecretStr(spec.alerts.webhook), headers=JSON_HEADERS)
+        block_id = await block.asave(name, overwrite=True, client=self.client)
+        alerts = Alerts(on=spec.alerts.on, block=name)
+        return spec.model_copy(update={"alerts": alerts}), block_id
+
+    async def _sync_automations(
+        self, deployment_id: uuid.UUID, spec: ScheduleSpec, block_id: uuid.UUID | None
+    ) -> None:
+        """The deployment's own automations (its triggers and alerts) made again from the spec."""
         owner = f"prefect.deployment.{deployment_id}"
         await self.client.delete_resource_owned_automations(owner)
         flows = list(FLOW_TO_PIPELINE)
-        for automation in dependency_automations(
-            str(deployment_id), spec.name, spec.depends_on, flows
-        ):
+        wanted = dependency_automations(str(deployment_id), spec.name, spec.depends_on, flows)
+        if spec.alerts is not None and block_id is not None:
+            median = (
+                None if spec.timeout_seconds else await median_duration(self.client, deployment_id)
+            )
+            default = get_settings().alert_stuck_after_seconds
+            after = stuck_after(spec.timeout_seconds, median, default)
+            wanted += alert_automations(
+                str(deployment_id), spec.name, spec.alerts.on, str(block_id), after
+            )
+        for automation in wanted:
             await self.client.create_automation(automation)
 
     @contextlib.contextmanager
@@ -506,6 +559,9 @@ class ScheduleService:
             await self.client.delete_deployment(deployment.id)
         # Prefect leaves a deleted deployment's own automations (its triggers) behind.
         await self.client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
+        if (block_id := await self._webhook_block_id(alert_block_name(name))) is not None:
+            with contextlib.suppress(ObjectNotFound):
+                await self.client.delete_block_document(block_id)
 
     # -- history ----------------------------------------------------------------------------
 
@@ -600,6 +656,11 @@ class ScheduleService:
             **items,
         )
         return view, stats
+
+
+def has_automations(spec: ScheduleSpec) -> bool:
+    """Whether the spec makes automations of its deployment's own (dependencies, alerts)."""
+    return bool(spec.depends_on or spec.alerts)
 
 
 def depends_on_of(deployment: DeploymentResponse) -> list[str]:

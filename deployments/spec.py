@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from blocks.validators import check_http_url
+
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -257,6 +259,44 @@ class Catchup(_Strict):
     window_seconds: int = Field(default=60, ge=0, le=MAX_DELAY)
 
 
+AlertOn = Literal["failed", "late", "stuck", "recovered"]
+BLOCK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
+
+
+class Alerts(_Strict):
+    """Prefect automations that call a webhook when a run of the schedule fails, is late, is
+    stuck (running past `timeout_seconds`, or 3x its median duration) or completes after a
+    failure (recovered). `webhook` is kept in a Prefect Webhook block (its URL secret), which
+    the schedule then names as `block`; `block` names a Webhook block of yours."""
+
+    on: list[AlertOn] = Field(default_factory=lambda: list[AlertOn](["failed"]), min_length=1)
+    webhook: str | None = Field(default=None, examples=["https://hooks.slack.com/services/..."])
+    block: str | None = Field(default=None, description="A Prefect Webhook block's name")
+
+    @field_validator("webhook")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        return check_http_url(value) if value is not None else None
+
+    @field_validator("block")
+    @classmethod
+    def _block_name(cls, value: str | None) -> str | None:
+        if value is not None and not BLOCK_NAME.match(value):
+            raise ValueError(f"{value!r} is not a Prefect block name (a-z, 0-9, -)")
+        return value
+
+    @field_validator("on")
+    @classmethod
+    def _each_once(cls, value: list[AlertOn]) -> list[AlertOn]:
+        return sorted(set(value), key=value.index)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Alerts:
+        if (self.webhook is None) == (self.block is None):
+            raise ValueError("give exactly one of webhook (a URL) and block (a Webhook block)")
+        return self
+
+
 LIMIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 
 
@@ -326,6 +366,7 @@ class SpecSettings(_Strict):
     )
     limits: list[GlobalLimit] = Field(default_factory=list, max_length=10)
     rate_limit: RateLimit | None = None
+    alerts: Alerts | None = None
     depends_on: DependsOn = Field(
         default_factory=list,
         description="Schedules this one runs after: after each completion of the one named, "
@@ -406,6 +447,7 @@ class SchedulePatch(_Strict):
     jitter_seconds: int | None = Field(default=None, ge=0, le=3600)
     limits: list[GlobalLimit] | None = Field(default=None, max_length=10)
     rate_limit: RateLimit | None = None
+    alerts: Alerts | None = None
     depends_on: DependsOn | None = None
     tags: list[str] | None = Field(default=None, max_length=20)
 

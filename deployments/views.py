@@ -23,6 +23,7 @@ from deployments.pipelines import Pipeline
 from deployments.prefect_schedules import from_prefect_schedule, next_fire_times
 from deployments.spec import (
     PRIORITIES,
+    Alerts,
     Backoff,
     Catchup,
     Collision,
@@ -109,6 +110,7 @@ class ScheduleView(BaseModel):
     limits: list[GlobalLimit] = Field(default_factory=list)
     rate_limit: RateLimit | None = None
     depends_on: list[str] = Field(default_factory=list)
+    alerts: Alerts | None = None
     next_runs: list[datetime] = Field(
         default_factory=list,
         description="The next times the schedule fires (by Prefect's schedule maths); none "
