@@ -46,6 +46,7 @@ from deployments.errors import (
     SpecError,
 )
 from deployments.prefect_patches import install_client_fixes
+from deployments.service import ScheduleService
 from flows.http import describe_error
 from settings import Settings, get_settings
 
@@ -79,6 +80,24 @@ def _demo(scope: Scope) -> bool:
     return _settings(scope).demo_routes
 
 
+async def _catch_up_late_runs(app: FastAPI) -> None:
+    """Runs that went Late while our API was down get their catch-up policy (the automations
+    that would have asked us fired meanwhile; deployments/catchup.py)."""
+    service = ScheduleService(
+        app.state.prefect_client,
+        app.state.engine,
+        get_settings().work_pool_name,
+        app.state.prefect_writes,
+    )
+    try:
+        ended = await service.catch_up_late_runs()
+    except Exception as exc:  # Prefect not up yet: the automations cover what comes next
+        logging.getLogger("api").warning("Late runs not caught up at start: %s", exc)
+        return
+    if ended:
+        logging.getLogger("api").info("Caught up at start: %d late runs ended", ended)
+
+
 def create_app(engine: Engine | None = None) -> FastAPI:
     """The API app; `engine` overrides the configured database (tests)."""
 
@@ -95,7 +114,11 @@ def create_app(engine: Engine | None = None) -> FastAPI:
             httpx_settings={"timeout": httpx.Timeout(10.0, connect=3.0)}
         ) as client:
             app.state.prefect_client = client
-            yield
+            catching_up = asyncio.create_task(_catch_up_late_runs(app))
+            try:
+                yield
+            finally:
+                catching_up.cancel()
 
     app = FastAPI(
         title="scheduled-pipelines",

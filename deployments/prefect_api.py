@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import math
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -29,6 +29,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.settings import get_current_settings
 from prefect.states import Scheduled
 
 from deployments.spec import GlobalLimit, RateLimit
@@ -210,3 +211,10 @@ async def count_runs(
         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
         flow_run_filter=runs_filter(states),
     )
+
+
+def late_runs_after() -> timedelta:
+    """How long past its time Prefect's late-runs service marks a run Late (its setting,
+    read here: the server is assumed to run with the same, 15 s by default)."""
+    after = get_current_settings().server.services.late_runs.after_seconds
+    return after if isinstance(after, timedelta) else timedelta(seconds=float(after))

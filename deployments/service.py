@@ -13,7 +13,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect.blocks.webhook import Webhook
@@ -24,6 +24,9 @@ from prefect.client.schemas.filters import (
     DeploymentFilterName,
     FlowFilter,
     FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateName,
 )
 from prefect.client.schemas.objects import (
     ConcurrencyLimitStrategy,
@@ -50,7 +53,22 @@ from deployments.alerts import (
     median_duration,
     stuck_after,
 )
-from deployments.controls import IGNORE_WINDOWS_TAG, MANUAL_TAG, SKIP_TAG
+from deployments.catchup import (
+    CALLBACK_BLOCK,
+    CALLBACK_PATH,
+    catchup_automations,
+    decide_for_run,
+)
+from deployments.controls import (
+    IGNORE_WINDOWS_TAG,
+    MANUAL_TAG,
+    MISSED,
+    RUN,
+    SKIP_TAG,
+    SUPERSEDED,
+    Decision,
+    RunControls,
+)
 from deployments.dependencies import dependency_automations, find_cycle
 from deployments.descriptions import default_description, schedule_slug
 from deployments.errors import (
@@ -63,11 +81,12 @@ from deployments.errors import (
     field_error,
     prefixed,
 )
-from deployments.job_template import spec_settings_of, spec_variables
+from deployments.job_template import CONTROLS, spec_settings_of, spec_variables
 from deployments.pipelines import FLOW_TO_PIPELINE, PIPELINES, Pipeline
 from deployments.prefect_api import (
     count_runs,
     ensure_limits,
+    late_runs_after,
     page_deployments,
     read_runs,
     scheduled_runs_between,
@@ -111,6 +130,8 @@ def parameters_digest(parameters: dict[str, Any] | None) -> str:
 
 
 STATS_WINDOW = 1000
+# Late runs our API catches up at start-up (the rest as their automations fire).
+MAX_LATE_CAUGHT_UP = 200
 # Prefect reads in flight at once when a list fills in each schedule's last run.
 LAST_RUN_READS = 8
 # A change given as a function of the schedule's current spec (e.g. "keep its time zone").
@@ -396,6 +417,54 @@ class ScheduleService:
         alerts = Alerts(on=spec.alerts.on, block=name)
         return spec.model_copy(update={"alerts": alerts}), block_id
 
+    async def _catchup_callback_block(self) -> uuid.UUID:
+        """The Webhook block catch-up automations call our API with (made or brought up to
+        date: our URL and, with API keys, the first key as its bearer, both kept secret)."""
+        settings = get_settings()
+        headers = dict(JSON_HEADERS)
+        if settings.api_key_list:
+            headers["Authorization"] = f"Bearer {settings.api_key_list[0]}"
+        url = settings.public_api_url.rstrip("/") + CALLBACK_PATH
+        block = Webhook(method="POST", url=SecretStr(url), headers=headers)
+        return await block.asave(CALLBACK_BLOCK, overwrite=True, client=self.client)
+
+    async def catch_up(self, flow_run_id: uuid.UUID) -> Decision:
+        """Apply its schedule's catch-up policy to a run no worker took (a catch-up automation
+        asks): the worker's own decision, of which only a catch-up cancel is acted on here."""
+        run = await self.client.read_flow_run(flow_run_id)
+        if run.state is None or not run.state.is_scheduled() or run.deployment_id is None:
+            return RUN  # taken meanwhile, or not a schedule's run
+        deployment = await self.client.read_deployment(run.deployment_id)
+        variables = {**(deployment.job_variables or {}), **(run.job_variables or {})}
+        try:
+            controls = RunControls.model_validate(variables.get(CONTROLS) or {})
+        except ValidationError:
+            return RUN
+        decision = await decide_for_run(self.client, run, controls)
+        if decision.action != "cancel" or decision.name not in (MISSED, SUPERSEDED):
+            return RUN
+        state: State[Any] = Cancelled(name=decision.name, message=decision.reason)
+        async with self.writes:
+            await self.client.set_flow_run_state(flow_run_id, state, force=True)
+        logger.info("Flow run %s of %s: %s", flow_run_id, deployment.name, decision.reason)
+        return decision
+
+    async def catch_up_late_runs(self) -> int:
+        """`catch_up` for every Late run of our schedules (those that went Late while our API
+        was down, when it starts); how many were ended."""
+        late = await self.client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=list(FLOW_TO_PIPELINE))),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Late"]))
+            ),
+            limit=MAX_LATE_CAUGHT_UP,
+        )
+        ended = 0
+        for run in late:
+            with contextlib.suppress(ObjectNotFound):
+                ended += (await self.catch_up(run.id)).action == "cancel"
+        return ended
+
     async def _sync_automations(
         self, deployment_id: uuid.UUID, spec: ScheduleSpec, block_id: uuid.UUID | None
     ) -> None:
@@ -404,6 +473,12 @@ class ScheduleService:
         await self.client.delete_resource_owned_automations(owner)
         flows = list(FLOW_TO_PIPELINE)
         wanted = dependency_automations(str(deployment_id), spec.name, spec.depends_on, flows)
+        if spec.catchup.policy != "all":
+            interval = await timing_interval(spec)
+            callback = str(await self._catchup_callback_block())
+            wanted += catchup_automations(
+                str(deployment_id), spec.name, spec.catchup, interval, late_runs_after(), callback
+            )
         if spec.alerts is not None and block_id is not None:
             median = (
                 None if spec.timeout_seconds else await median_duration(self.client, deployment_id)
@@ -659,8 +734,18 @@ class ScheduleService:
 
 
 def has_automations(spec: ScheduleSpec) -> bool:
-    """Whether the spec makes automations of its deployment's own (dependencies, alerts)."""
-    return bool(spec.depends_on or spec.alerts)
+    """Whether the spec makes automations of its deployment's own (dependencies, alerts,
+    catch-up)."""
+    return bool(spec.depends_on or spec.alerts or spec.catchup.policy != "all")
+
+
+async def timing_interval(spec: ScheduleSpec) -> timedelta | None:
+    """The time between the spec's next two runs (None: it plans fewer than two)."""
+    schedule = to_prefect_schedule(spec.timing)
+    if schedule is None:
+        return None
+    times = await fire_times(schedule, datetime.now(UTC), 2)
+    return times[1] - times[0] if len(times) == 2 else None
 
 
 def depends_on_of(deployment: DeploymentResponse) -> list[str]:

@@ -34,36 +34,23 @@ import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterDeploymentId,
-    FlowRunFilterExpectedStartTime,
-    FlowRunFilterId,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-)
-from prefect.client.schemas.objects import FlowRun, State, StateType
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.concurrency.asyncio import concurrency, rate_limit
 from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Scheduled
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 from pydantic import Field, ValidationError
 
+from deployments.catchup import decide_for_run
 from deployments.controls import (
-    RUN,
     SKIP_TAG,
-    ClaimedRun,
-    Decision,
     RunControls,
-    decide,
-    is_late,
 )
 from deployments.job_template import LOCKED, default_job_env, locked_job_template
 from deployments.prefect_api import reschedule_at_its_time
@@ -478,7 +465,7 @@ class WarmProcessWorker(ProcessWorker):
         starts (deployments/controls.py). A run that starts holds a slot of each of its
         global limits until its process ends, and takes one of its rate limit first."""
         controls = self._controls(flow_run, configuration)
-        decision = await self._decide(flow_run, controls)
+        decision = await decide_for_run(self.client, flow_run, controls)
         if decision.action == "run":
             async with self._limits_held(flow_run, controls):
                 return await super().run(flow_run, configuration, task_status)
@@ -514,44 +501,6 @@ class WarmProcessWorker(ProcessWorker):
         self.get_flow_run_logger(flow_run).info("Taking a slot of the limits %s", names)
         async with concurrency(names, occupy=1, strict=False):
             yield
-
-    async def _decide(self, flow_run: FlowRun, controls: RunControls) -> Decision:
-        if not controls.decides:
-            return RUN
-        now = datetime.now(UTC)
-        # The time it is due now: Prefect's column of its Scheduled state's time (the runs a
-        # worker polls for come without their state).
-        scheduled = flow_run.next_scheduled_start_time or flow_run.expected_start_time or now
-        run = ClaimedRun(
-            id=flow_run.id,
-            expected=flow_run.expected_start_time or scheduled,
-            scheduled=scheduled,
-            tags=tuple(flow_run.tags),
-            created=flow_run.created,
-        )
-        newer_due = False
-        if controls.catchup.policy == "latest" and is_late(controls, run, now):
-            newer_due = await self._newer_run_due(flow_run, run.expected, now)
-        return decide(controls, run, now, newer_due)
-
-    async def _newer_run_due(self, flow_run: FlowRun, expected: datetime, now: datetime) -> bool:
-        """True when another run of the deployment, due after this one, is due by now."""
-        if flow_run.deployment_id is None:
-            return False
-        newer = await self.client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(not_any_=[flow_run.id]),
-                deployment_id=FlowRunFilterDeploymentId(any_=[flow_run.deployment_id]),
-                expected_start_time=FlowRunFilterExpectedStartTime(
-                    after_=expected + timedelta(microseconds=1), before_=now
-                ),
-                state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(not_any_=[StateType.CANCELLED])
-                ),
-            ),
-            limit=1,
-        )
-        return bool(newer)
 
     async def _propose_pending_state(self, flow_run: FlowRun) -> bool:
         """Prefect's claim of a run; a run its deployment's concurrency cancelled under the

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
-from prefect.settings import get_current_settings
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.deps import PrefectClientDep
 from api.metrics import ApiMetrics
 from deployments.monitor import MonitorReport, read_monitor
+from deployments.prefect_api import late_runs_after
 
 router = APIRouter(tags=["monitor"])
 
@@ -19,9 +19,7 @@ router = APIRouter(tags=["monitor"])
 async def monitor(client: PrefectClientDep) -> MonitorReport:
     """Schedules whose last run failed, runs stuck past their timeout or 3x their median,
     schedules with no run for 2x their interval, and runs late past Prefect's grace."""
-    late_after = get_current_settings().server.services.late_runs.after_seconds
-    grace = late_after if isinstance(late_after, timedelta) else timedelta(seconds=late_after)
-    return await read_monitor(client, datetime.now(UTC), grace)
+    return await read_monitor(client, datetime.now(UTC), late_runs_after())
 
 
 @router.get(

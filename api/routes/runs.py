@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 from prefect.exceptions import ObjectNotFound
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import ScheduleServiceDep
 from api.errors import ErrorAnswer
@@ -36,6 +36,33 @@ def _known(flow_run_id: uuid.UUID) -> Iterator[None]:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"flow run {flow_run_id} not found"
         ) from None
+
+
+class CatchUpAsk(BaseModel):
+    flow_run_id: uuid.UUID
+
+
+class CatchUpAnswer(BaseModel):
+    flow_run_id: uuid.UUID
+    action: str = Field(description="cancel: ended by its catch-up policy; run: left as it is")
+    state_name: str | None = None
+    reason: str = ""
+
+
+@router.post("/catch-up")
+async def catch_up(ask: CatchUpAsk, service: ScheduleServiceDep) -> CatchUpAnswer:
+    """Apply its schedule's catch-up policy to a run no worker took: what a schedule's
+    catch-up automation in Prefect calls (deployments/catchup.py); anyone may, it only ends
+    a run its policy says is missed or superseded."""
+    with _known(ask.flow_run_id):
+        decision = await service.catch_up(ask.flow_run_id)
+    cancelled = decision.action == "cancel"
+    return CatchUpAnswer(
+        flow_run_id=ask.flow_run_id,
+        action=decision.action,
+        state_name=decision.name if cancelled else None,
+        reason=decision.reason,
+    )
 
 
 @router.get("/{flow_run_id}")

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prefect import get_client
+from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelled, Completed, Running, Scheduled
 from prefect.utilities.asyncutils import run_coro_as_sync
 from sqlalchemy.engine import Engine
@@ -30,7 +31,13 @@ from deployments.spec import Window
 from deployments.work_pool import ensure_work_pool
 from tests.utils.factories import api_call_spec
 from tests.utils.http_source import HttpSource, Reply, serve_http_source
-from tests.utils.runs import FINAL_STATES, flow_run, wait_for_run, wait_until
+from tests.utils.runs import (
+    FINAL_STATES,
+    create_scheduled_runs,
+    flow_run,
+    wait_for_run,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 PRICES = {"data": [{"symbol": "BTC", "quote": {"usd": 64000.0}}]}
@@ -65,21 +72,7 @@ def run_now(api: TestClient, name: str, **body: Any) -> str:
 
 def planned_runs(deployment_id: str, times: list[datetime]) -> list[str]:
     """Runs as Prefect's scheduler makes them: Scheduled at each time, no run-now tag."""
-
-    async def make() -> list[str]:
-        async with get_client() as client:
-            return [
-                str(
-                    (
-                        await client.create_flow_run_from_deployment(
-                            uuid.UUID(deployment_id), state=Scheduled(scheduled_time=t)
-                        )
-                    ).id
-                )
-                for t in times
-            ]
-
-    return run_coro_as_sync(make())
+    return create_scheduled_runs(str(PREFECT_API_URL.value()), deployment_id, times)
 
 
 def finished(prefect_api_url: str, run_ids: list[str], timeout: float = 120) -> list[dict]:
