@@ -66,7 +66,8 @@ class Settings(BaseSettings):
     api_port: int = 8000
     # Comma-separated bearer keys; empty means no auth, which is only allowed on loopback.
     api_keys: SecretStr | None = None
-    # Where flows reach our own API (the demo endpoint of the example deployment).
+    # Where flows (the demo endpoint of the example deployment) and Prefect's catch-up
+    # automations (deployments/catchup.py) reach our own API.
     public_api_url: str = "http://127.0.0.1:8000"
 
     work_pool_name: str = "pipelines"

@@ -67,27 +67,28 @@ def at(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def test_chain_and_join_run_in_order_each_once(
+def test_a_diamond_and_a_chain_run_in_order_each_once(
     api: TestClient, worker: Any, source: HttpSource
 ) -> None:
-    """A -> B -> C, and D after both B and C: one run-now of A runs each once, in order."""
+    """B and C after A, D after both (a diamond), E after D (a chain): one run-now of A runs
+    each once, each after what it depends on."""
     a = schedule(api, source, [])
     b = schedule(api, source, [a])
-    c = schedule(api, source, [b])
+    c = schedule(api, source, [a])
     d = schedule(api, source, [b, c])
+    e = schedule(api, source, [d])
     assert api.post(f"/api/schedules/{a}/run").status_code == 202
 
-    runs = finished_runs(api, [a, b, c, d])
+    runs = finished_runs(api, [a, b, c, d, e])
     assert {r["state_type"] for r in runs.values()} == {"COMPLETED"}, runs
-    assert at(runs[a]["end_time"]) <= at(runs[b]["start_time"])
-    assert at(runs[b]["end_time"]) <= at(runs[c]["start_time"])
-    assert at(runs[c]["end_time"]) <= at(runs[d]["start_time"])
+    for after, before in ((b, a), (c, a), (d, b), (d, c), (e, d)):
+        assert at(runs[before]["end_time"]) <= at(runs[after]["start_time"]), (before, after)
     # Nothing more comes (each trigger fired once): a few seconds of quiet.
     time.sleep(3)
-    assert [len(history(api, name)) for name in (a, b, c, d)] == [1, 1, 1, 1]
+    assert [len(history(api, name)) for name in (a, b, c, d, e)] == [1] * 5
     lag = [
         (at(runs[x]["start_time"]) - at(runs[y]["end_time"])).total_seconds()
-        for y, x in ((a, b), (b, c), (c, d))
+        for y, x in ((a, b), (a, c), (d, e))
     ]
     print(f"dependency lag, Completed -> started: {', '.join(f'{s:.2f} s' for s in lag)}")
 
