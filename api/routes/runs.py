@@ -49,7 +49,9 @@ class CatchUpAnswer(BaseModel):
     reason: str = ""
 
 
-@router.post("/catch-up")
+@router.post(
+    "/catch-up", responses={404: {"model": ErrorAnswer, "description": "no such flow run"}}
+)
 async def catch_up(ask: CatchUpAsk, service: ScheduleServiceDep) -> CatchUpAnswer:
     """Apply its schedule's catch-up policy to a run no worker took: what a schedule's
     catch-up automation in Prefect calls (deployments/catchup.py); anyone may, it only ends
