@@ -151,7 +151,9 @@ async def read_monitor(
         return report
     ids = list(deployments)
 
-    def entry(run: FlowRun | None, deployment: DeploymentResponse, since: datetime, detail: str):
+    def entry(
+        run: FlowRun | None, deployment: DeploymentResponse, since: datetime, detail: str
+    ) -> MonitorEntry:
         return MonitorEntry(
             schedule=deployment.name,
             pipeline=pipeline_of(deployment).name,

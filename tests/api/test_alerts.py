@@ -6,13 +6,14 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prefect import get_client
-from prefect.states import Cancelled, Running
+from prefect.states import Cancelled, Late, Running, Scheduled
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from settings import get_settings
@@ -83,14 +84,30 @@ def test_a_failed_run_then_a_recovered_one_call_the_webhook_once_each(
     assert f"sp-alerts-{name}" not in [b["name"] for b in blocks]
 
 
-def test_a_stuck_run_is_reported(
+def test_a_stuck_run_and_a_late_one_are_reported(
     api: TestClient, source: HttpSource, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No timeout and no history: stuck past ALERT_STUCK_AFTER_SECONDS (10 s here). The run
-    is made Running in Prefect directly (no worker takes it), as a run whose process hangs."""
+    is made Running in Prefect directly (no worker takes it), as a run whose process hangs.
+    Late: a run put in Prefect's Late state, as its late-runs service does (the test server
+    runs none)."""
     monkeypatch.setattr(get_settings(), "alert_stuck_after_seconds", 10)
     hook = f"/hook-{uuid.uuid4().hex[:6]}"
-    view = schedule(api, source, hook, alerts={"on": ["stuck"]})
+    view = schedule(api, source, hook, alerts={"on": ["stuck", "late"]})
+
+    async def late() -> str:
+        async with get_client() as client:
+            due = datetime.now(UTC) - timedelta(minutes=1)
+            run = await client.create_flow_run_from_deployment(
+                uuid.UUID(view["deployment_id"]), state=Scheduled(scheduled_time=due)
+            )
+            await client.set_flow_run_state(run.id, Late(scheduled_time=due))
+            await client.set_flow_run_state(run.id, Cancelled(), force=True)
+            return str(run.id)
+
+    late_id = run_coro_as_sync(late())
+    late_alert = wait_until(lambda: calls(source, hook), "the late alert", 60, 0.5)[0]
+    assert late_alert["alert"] == "late" and late_alert["run"]["id"] == late_id
 
     async def hang() -> str:
         async with get_client() as client:
@@ -100,7 +117,7 @@ def test_a_stuck_run_is_reported(
 
     run_id = run_coro_as_sync(hang())
     started = time.monotonic()
-    alert = wait_until(lambda: calls(source, hook), "the stuck alert", 60, 0.5)[0]
+    alert = wait_until(lambda: calls(source, hook)[1:], "the stuck alert", 60, 0.5)[0]
     assert time.monotonic() - started >= 9
     assert alert["alert"] == "stuck" and alert["run"]["id"] == run_id
     assert alert["run"]["state"] == "Running"
