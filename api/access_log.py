@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,35 +24,50 @@ def access_line(method: str, path: str, status: int, seconds: float, client: str
     return f"{method} {path} {status} in {seconds * 1000:.1f} ms{where}"
 
 
-class AccessLog:
-    """ASGI middleware: log each HTTP request's method, path, status and time at INFO."""
+class StatusOf:
+    """An ASGI `send` that remembers the status of the answer it sends (500 until one is:
+    what the client gets when the app fails before answering)."""
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, send: Send):
+        self.send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
+class RequestObserver(Protocol):
+    """What else wants each answered request (api/metrics.py counts them)."""
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None: ...
+
+
+class AccessLog:
+    """ASGI middleware: log each HTTP request's method, path, status and time at INFO, and
+    hand it to `observer` (by its route template, `/api/schedules/{name}`) if given."""
+
+    def __init__(self, app: ASGIApp, observer: RequestObserver | None = None):
         self.app = app
+        self.observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not logger.isEnabledFor(logging.INFO):
+        log = logger.isEnabledFor(logging.INFO)
+        if scope["type"] != "http" or not (log or self.observer):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500  # what the client gets when the app fails before answering
-
-        async def record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        answer = StatusOf(send)
         try:
-            await self.app(scope, receive, record)
+            await self.app(scope, receive, answer)
         finally:
+            seconds = time.perf_counter() - started
             client = scope.get("client")
-            logger.info(
-                access_line(
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    time.perf_counter() - started,
-                    client[0] if client else None,
-                )
-            )
+            method, status = scope["method"], answer.status
+            if log:
+                where = client[0] if client else None
+                logger.info(access_line(method, scope["path"], status, seconds, where))
+            if self.observer is not None:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                self.observer.observe_request(method, route, status, seconds)

@@ -22,7 +22,7 @@ from api.deadline import Deadline, unavailable
 from api.deps import require_api_key
 from api.docs import serve_docs
 from api.errors import document_errors
-from api.metrics import ApiMetrics, RequestMetrics
+from api.metrics import ApiMetrics
 from api.routes import (
     crew,
     demo,
@@ -129,10 +129,10 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     )
     serve_docs(app)
     app.state.metrics = ApiMetrics()
-    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     app.add_middleware(Deadline, seconds=lambda scope: _settings(scope).request_deadline_seconds)
     app.add_middleware(Gate, keys=_keys, demo=_demo, workspace_keys=_workspace_keys)
-    app.add_middleware(AccessLog)  # added last: outermost, so it logs what the client got
+    # Added last: outermost, so it logs (and counts) what the client got.
+    app.add_middleware(AccessLog, observer=app.state.metrics)
     secured = [Depends(require_api_key)]
     app.include_router(health.router)
     if get_settings().demo_routes:  # DEMO_ROUTES: `make run`'s offline example, off otherwise

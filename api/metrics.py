@@ -5,12 +5,12 @@ has every run: at each scrape, the runs of our schedules that started or finishe
 last one (a few reads, whatever the number of schedules), counted into prometheus-client's
 counters and histograms. They count from this process's start, as counters do; with several
 API replicas, scrape one (each counts the same runs). Items come from our run outcomes table
-(totals, the same from every replica). Requests are counted as they are answered.
+(totals, the same from every replica). Requests are counted as they are answered (the access
+log middleware hands each over, api/access_log.py).
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,7 +36,6 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db.crud import item_totals_by_schedule
 from deployments.pipelines import FLOW_TO_PIPELINE
@@ -219,38 +218,6 @@ class ItemTotals(Collector):
         return []  # collected at scrape time only (the database may be missing at start)
 
 
-class RequestMetrics:
-    """ASGI middleware: count each HTTP request and time it, by method, route and status.
-
-    The route is the path template (`/api/schedules/{name}`), never the raw path, so the
-    number of series stays bounded."""
-
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics):
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope["method"]
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
-
-
 class ApiMetrics:
     """Everything `/metrics` answers, in one registry per app."""
 
@@ -271,6 +238,11 @@ class ApiMetrics:
             registry=self.registry,
         )
         self._items: ItemTotals | None = None
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request (api/access_log.py hands each over)."""
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
 
     def count_items_of(self, engine: Engine) -> None:
         """Add the item totals of `engine`'s run outcomes (once the app has its database)."""

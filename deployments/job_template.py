@@ -166,19 +166,11 @@ STORED_CONTROLS = {
 
 
 def gate_controls(spec: SpecSettings) -> dict[str, Any]:
-    """The spec's windows, catch-up, jitter, limits and dependencies as the `controls`
-    variable (defaults left out; the worker reads no dependency, views read them back)."""
+    """The spec's STORED_CONTROLS as the `controls` variable (defaults left out; the worker
+    reads neither dependencies nor alerts, views read everything back)."""
     controls = spec.model_dump(
         mode="json",
-        include={
-            "windows",
-            "catchup",
-            "jitter_seconds",
-            "limits",
-            "rate_limit",
-            "depends_on",
-            "alerts",
-        },
+        include=STORED_CONTROLS,
         exclude_defaults=True,
     )
     return {k: v for k, v in controls.items() if v is not None}

@@ -18,11 +18,10 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from settings import get_settings
 from tests.utils.factories import api_call_spec
-from tests.utils.http_source import HttpSource, Reply, serve_http_source
+from tests.utils.http_source import PRICES, HttpSource, Reply, serve_http_source
 from tests.utils.runs import wait_for_run, wait_until
 
 pytestmark = pytest.mark.e2e
-PRICES = {"data": [{"symbol": "BTC", "quote": {"usd": 64000.0}}]}
 
 
 @pytest.fixture(scope="module")

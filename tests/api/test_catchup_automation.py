@@ -12,7 +12,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prefect import get_client
-from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.states import Late, Scheduled
 from prefect.utilities.asyncutils import run_coro_as_sync
 from sqlalchemy.engine import Engine
@@ -20,11 +19,10 @@ from sqlalchemy.engine import Engine
 from api.main import create_app
 from settings import get_settings
 from tests.utils.factories import api_call_spec
-from tests.utils.runs import flow_run, wait_until
+from tests.utils.runs import flow_run, park_where_no_worker_serves, wait_until
 from tests.utils.serve import serve_asgi
 
 pytestmark = pytest.mark.e2e
-PAUSED_QUEUE = "catchup-test-paused"
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +48,7 @@ def parked_schedule(api: httpx.Client, work_pool: str) -> str:
     created = api.post("/api/schedules", json=spec)
     assert created.status_code == 201, created.text
 
-    async def park(client: Any) -> None:
-        queues = [q.name for q in await client.read_work_queues(work_pool_name=work_pool)]
-        if PAUSED_QUEUE not in queues:
-            await client.create_work_queue(
-                name=PAUSED_QUEUE, work_pool_name=work_pool, is_paused=True
-            )
-        await client.update_deployment(
-            uuid.UUID(created.json()["deployment_id"]),
-            DeploymentUpdate(work_queue_name=PAUSED_QUEUE),
-        )
-
-    prefect(park)
+    park_where_no_worker_serves(work_pool, created.json()["deployment_id"])
     return str(created.json()["deployment_id"])
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -14,19 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.utils.factories import api_call_spec
-from tests.utils.http_source import HttpSource, Reply, serve_http_source
+from tests.utils.http_source import HttpSource
 from tests.utils.runs import FINAL_STATES, wait_until
 
 pytestmark = pytest.mark.e2e
-PRICES = {"data": [{"symbol": "BTC", "quote": {"usd": 64000.0}}]}
-
-
-@pytest.fixture(scope="module")
-def source() -> Iterator[HttpSource]:
-    with serve_http_source() as source:
-        source.route("/prices", Reply(200, PRICES))
-        source.route("/down", Reply(500, {"error": "down"}))
-        yield source
 
 
 def schedule(

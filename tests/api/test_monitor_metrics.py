@@ -3,33 +3,27 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from prefect import get_client
-from prefect.client.schemas.actions import DeploymentUpdate
-from prefect.states import Cancelled, Completed, Running, Scheduled
+from prefect.settings import PREFECT_API_URL
+from prefect.states import Cancelled, Completed, Running
 from prefect.utilities.asyncutils import run_coro_as_sync
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.utils.factories import api_call_spec
-from tests.utils.http_source import HttpSource, Reply, serve_http_source
-from tests.utils.runs import wait_for_run, wait_until
+from tests.utils.http_source import HttpSource
+from tests.utils.runs import (
+    create_scheduled_runs,
+    park_where_no_worker_serves,
+    wait_for_run,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
-PRICES = {"data": [{"symbol": "BTC", "quote": {"usd": 64000.0}}]}
-PAUSED_QUEUE = "monitor-test-paused"
-
-
-@pytest.fixture(scope="module")
-def source() -> Iterator[HttpSource]:
-    with serve_http_source() as source:
-        source.route("/prices", Reply(200, PRICES))
-        source.route("/down", Reply(500, {"error": "down"}))
-        yield source
 
 
 def schedule(api: TestClient, source: HttpSource, path: str = "/prices", **fields: Any) -> dict:
@@ -90,21 +84,9 @@ def test_the_monitor_lists_failed_stuck_stale_and_late(
     # due a minute ago.
     quiet = schedule(api, source, timing={"type": "interval", "every_seconds": 2})
 
-    async def park(client: Any) -> None:
-        queues = [q.name for q in await client.read_work_queues(work_pool_name=work_pool)]
-        if PAUSED_QUEUE not in queues:
-            await client.create_work_queue(
-                name=PAUSED_QUEUE, work_pool_name=work_pool, is_paused=True
-            )
-        await client.update_deployment(
-            uuid.UUID(quiet["deployment_id"]), DeploymentUpdate(work_queue_name=PAUSED_QUEUE)
-        )
-        due = datetime.now(UTC) - timedelta(minutes=1)
-        await client.create_flow_run_from_deployment(
-            uuid.UUID(quiet["deployment_id"]), state=Scheduled(scheduled_time=due)
-        )
-
-    prefect(park)
+    park_where_no_worker_serves(work_pool, quiet["deployment_id"])
+    due = datetime.now(UTC) - timedelta(minutes=1)
+    create_scheduled_runs(str(PREFECT_API_URL.value()), quiet["deployment_id"], [due])
     late = wait_until(lambda: on_the_list(api, "late", quiet["name"]), "late listed", 30, 0.5)
     assert "not started" in late["detail"]
     stale = wait_until(lambda: on_the_list(api, "stale", quiet["name"]), "stale listed", 30, 0.5)

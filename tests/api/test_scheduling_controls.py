@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +29,7 @@ from deployments.controls import jitter_offset, next_opening
 from deployments.spec import Window
 from deployments.work_pool import ensure_work_pool
 from tests.utils.factories import api_call_spec
-from tests.utils.http_source import HttpSource, Reply, serve_http_source
+from tests.utils.http_source import PRICES, HttpSource, Reply
 from tests.utils.runs import (
     FINAL_STATES,
     create_scheduled_runs,
@@ -40,14 +39,6 @@ from tests.utils.runs import (
 )
 
 pytestmark = pytest.mark.e2e
-PRICES = {"data": [{"symbol": "BTC", "quote": {"usd": 64000.0}}]}
-
-
-@pytest.fixture(scope="module")
-def source() -> Iterator[HttpSource]:
-    with serve_http_source() as source:
-        source.route("/prices", Reply(200, PRICES))
-        yield source
 
 
 def create(api: TestClient, spec: dict[str, Any]) -> dict[str, Any]:

@@ -271,80 +271,9 @@ def prefect_schema(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def run_labels_race(template: Path, database: Path, immediate: bool) -> dict[str, Any]:
-    """Prefect's label update racing another writer on a SQLite file, as in the server."""
-    shutil.copyfile(template, database)
-    code = (
-        "import asyncio, json, sys\n"
-        "from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, temporary_settings\n"
-        f"url = 'sqlite+aiosqlite:///' + {json.dumps(str(database))}\n"
-        "async def scene():\n"
-        "    from prefect.server.database import provide_database_interface\n"
-        "    from prefect.server import models, schemas\n"
-        "    db = provide_database_interface()\n"
-        "    async with db.session_context(begin_transaction=True) as s:\n"
-        "        flow = await models.flows.create_flow(session=s,\n"
-        "            flow=schemas.core.Flow(name='f'))\n"
-        "        run = await models.flow_runs.create_flow_run(session=s,\n"
-        "            flow_run=schemas.core.FlowRun(flow_id=flow.id, labels={'a': '1'}))\n"
-        "    read = models.flow_runs.read_flow_run\n"
-        "    async def other_writer():\n"
-        "        async with db.session_context(begin_transaction=True) as s:\n"
-        "            await models.flow_runs.update_flow_run(session=s, flow_run_id=run.id,\n"
-        "                flow_run=schemas.actions.FlowRunUpdate(name='renamed'))\n"
-        "    async def read_then_let_another_write(*args, **kwargs):\n"
-        "        found = await read(*args, **kwargs)\n"
-        "        writer = asyncio.create_task(other_writer())\n"
-        "        await asyncio.sleep(0.5)  # it commits now, unless it waits for our lock\n"
-        "        tasks.append(writer)\n"
-        "        return found\n"
-        "    tasks = []\n"
-        "    models.flow_runs.read_flow_run = read_then_let_another_write\n"
-        "    try:\n"
-        "        async with db.session_context(begin_transaction=True) as s:\n"
-        "            await models.flow_runs.update_flow_run_labels(session=s, flow_run_id=run.id,\n"
-        "                labels={'b': '2'})\n"
-        "        outcome = 'updated'\n"
-        "    except Exception as exc:\n"
-        "        outcome = type(exc.orig).__name__ + ': ' + str(exc.orig)\n"
-        "    models.flow_runs.read_flow_run = read\n"
-        "    await asyncio.gather(*tasks)\n"
-        "    async with db.session_context() as s:\n"
-        "        final = await read(session=s, flow_run_id=run.id)\n"
-        "    print(json.dumps({'outcome': outcome, 'labels': final.labels, 'name': final.name}))\n"
-        "with temporary_settings({PREFECT_API_DATABASE_CONNECTION_URL: url}):\n"
-        + (
-            "    from deployments.prefect_patches import write_labels_under_the_write_lock\n"
-            "    write_labels_under_the_write_lock()\n"
-            if immediate
-            else ""
-        )
-        + "    asyncio.run(scene())\n"
-    )
-    return last_json(run_python("-c", code))
-
-
-def test_a_label_update_racing_another_writer_on_sqlite_fails_unpatched(
-    tmp_path: Path, prefect_schema: Path
-) -> None:
-    # What the fix is for: Prefect's read-then-write transaction loses the race at once.
-    found = run_labels_race(prefect_schema, tmp_path / "prefect.db", immediate=False)
-    assert "locked" in found["outcome"] or "BUSY" in found["outcome"], found
-    assert found["name"] == "renamed"
-
-
-def test_a_label_update_takes_sqlites_write_lock_first(
-    tmp_path: Path, prefect_schema: Path
-) -> None:
-    found = run_labels_race(prefect_schema, tmp_path / "prefect.db", immediate=True)
-    assert found["outcome"] == "updated", found
-    # Both writes landed: the other writer waited for the label update, then renamed the run.
-    assert found["labels"]["b"] == "2" and found["labels"]["a"] == "1"
-    assert found["name"] == "renamed"
-
-
-def run_trigger_race(template: Path, database: Path, immediate: bool) -> dict[str, Any]:
-    """A transaction of Prefect's triggers service (read, then write) racing another writer."""
+def run_sqlite_scene(template: Path, database: Path, scene: str, fix: str | None) -> dict[str, Any]:
+    """Run `scene` (the body of `async def scene()`, which prints its JSON answer) in a fresh
+    process on a copy of `template` (Prefect's schema), with the fix named `fix` installed."""
     shutil.copyfile(template, database)
     code = (
         "import asyncio, json, sys\n"
@@ -354,48 +283,112 @@ def run_trigger_race(template: Path, database: Path, immediate: bool) -> dict[st
         "async def scene():\n"
         "    from prefect.server.database import provide_database_interface\n"
         "    from prefect.server import models, schemas\n"
-        "    from prefect.server.events import triggers\n"
         "    db = provide_database_interface()\n"
-        "    async def other_writer():\n"
-        "        async with db.session_context(begin_transaction=True) as s:\n"
-        "            await models.flows.create_flow(session=s, flow=schemas.core.Flow(name='o'))\n"
-        "    try:\n"
-        "        async with triggers.automations_session(begin_transaction=True) as s:\n"
-        "            await s.execute(sa.text('SELECT count(*) FROM flow'))\n"
-        "            writer = asyncio.create_task(other_writer())\n"
-        "            await asyncio.sleep(0.5)  # it commits now, unless it waits for our lock\n"
-        "            await models.flows.create_flow(session=s, flow=schemas.core.Flow(name='m'))\n"
-        "        outcome = 'written'\n"
-        "    except Exception as exc:\n"
-        "        outcome = type(exc.orig).__name__ + ': ' + str(exc.orig)\n"
-        "    await writer\n"
-        "    async with db.session_context() as s:\n"
-        "        names = (await s.execute(sa.text('SELECT name FROM flow'))).scalars().all()\n"
-        "    print(json.dumps({'outcome': outcome, 'flows': sorted(names)}))\n"
-        "with temporary_settings({PREFECT_API_DATABASE_CONNECTION_URL: url}):\n"
-        + (
-            "    from deployments.prefect_patches import evaluate_triggers_under_the_write_lock\n"
-            "    evaluate_triggers_under_the_write_lock()\n"
-            if immediate
-            else ""
-        )
+        + scene
+        + "with temporary_settings({PREFECT_API_DATABASE_CONNECTION_URL: url}):\n"
+        + (f"    from deployments.prefect_patches import {fix}\n    {fix}()\n" if fix else "")
         + "    asyncio.run(scene())\n"
     )
     return last_json(run_python("-c", code))
 
 
-def test_a_trigger_evaluation_racing_another_writer_on_sqlite_fails_unpatched(
+LABELS_RACE = (
+    "    async with db.session_context(begin_transaction=True) as s:\n"
+    "        flow = await models.flows.create_flow(session=s,\n"
+    "            flow=schemas.core.Flow(name='f'))\n"
+    "        run = await models.flow_runs.create_flow_run(session=s,\n"
+    "            flow_run=schemas.core.FlowRun(flow_id=flow.id, labels={'a': '1'}))\n"
+    "    read = models.flow_runs.read_flow_run\n"
+    "    async def other_writer():\n"
+    "        async with db.session_context(begin_transaction=True) as s:\n"
+    "            await models.flow_runs.update_flow_run(session=s, flow_run_id=run.id,\n"
+    "                flow_run=schemas.actions.FlowRunUpdate(name='renamed'))\n"
+    "    async def read_then_let_another_write(*args, **kwargs):\n"
+    "        found = await read(*args, **kwargs)\n"
+    "        writer = asyncio.create_task(other_writer())\n"
+    "        await asyncio.sleep(0.5)  # it commits now, unless it waits for our lock\n"
+    "        tasks.append(writer)\n"
+    "        return found\n"
+    "    tasks = []\n"
+    "    models.flow_runs.read_flow_run = read_then_let_another_write\n"
+    "    try:\n"
+    "        async with db.session_context(begin_transaction=True) as s:\n"
+    "            await models.flow_runs.update_flow_run_labels(session=s, flow_run_id=run.id,\n"
+    "                labels={'b': '2'})\n"
+    "        outcome = 'updated'\n"
+    "    except Exception as exc:\n"
+    "        outcome = type(exc.orig).__name__ + ': ' + str(exc.orig)\n"
+    "    models.flow_runs.read_flow_run = read\n"
+    "    await asyncio.gather(*tasks)\n"
+    "    async with db.session_context() as s:\n"
+    "        final = await read(session=s, flow_run_id=run.id)\n"
+    "    print(json.dumps({'outcome': outcome, 'labels': final.labels, 'name': final.name}))\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("race", "other_write"),
+    [("labels", ("name", "renamed")), ("trigger", ("flows", ["o"]))],
+)
+def test_a_read_then_write_racing_another_writer_on_sqlite_fails_unpatched(
+    tmp_path: Path, prefect_schema: Path, race: str, other_write: tuple[str, Any]
+) -> None:
+    # What the fixes are for: Prefect's read-then-write transaction loses the race at once
+    # (the other writer's change landed).
+    found = run_race(race, prefect_schema, tmp_path / "prefect.db", fixed=False)
+    assert "locked" in found["outcome"] or "BUSY" in found["outcome"], found
+    key, value = other_write
+    assert found[key] == value
+
+
+def test_a_label_update_takes_sqlites_write_lock_first(
     tmp_path: Path, prefect_schema: Path
 ) -> None:
-    found = run_trigger_race(prefect_schema, tmp_path / "prefect.db", immediate=False)
-    assert "locked" in found["outcome"] or "BUSY" in found["outcome"], found
-    assert found["flows"] == ["o"]
+    found = run_race("labels", prefect_schema, tmp_path / "prefect.db", fixed=True)
+    assert found["outcome"] == "updated", found
+    # Both writes landed: the other writer waited for the label update, then renamed the run.
+    assert found["labels"]["b"] == "2" and found["labels"]["a"] == "1"
+    assert found["name"] == "renamed"
+
+
+TRIGGER_RACE = (
+    "    from prefect.server.events import triggers\n"
+    "    async def other_writer():\n"
+    "        async with db.session_context(begin_transaction=True) as s:\n"
+    "            await models.flows.create_flow(session=s, flow=schemas.core.Flow(name='o'))\n"
+    "    try:\n"
+    "        async with triggers.automations_session(begin_transaction=True) as s:\n"
+    "            await s.execute(sa.text('SELECT count(*) FROM flow'))\n"
+    "            writer = asyncio.create_task(other_writer())\n"
+    "            await asyncio.sleep(0.5)  # it commits now, unless it waits for our lock\n"
+    "            await models.flows.create_flow(session=s, flow=schemas.core.Flow(name='m'))\n"
+    "        outcome = 'written'\n"
+    "    except Exception as exc:\n"
+    "        outcome = type(exc.orig).__name__ + ': ' + str(exc.orig)\n"
+    "    await writer\n"
+    "    async with db.session_context() as s:\n"
+    "        names = (await s.execute(sa.text('SELECT name FROM flow'))).scalars().all()\n"
+    "    print(json.dumps({'outcome': outcome, 'flows': sorted(names)}))\n"
+)
+
+
+# Each race: Prefect's read-then-write transaction (the labels update, the triggers
+# service's evaluation) racing another writer, and the fix that makes it take the lock first.
+RACES = {
+    "labels": (LABELS_RACE, "write_labels_under_the_write_lock"),
+    "trigger": (TRIGGER_RACE, "evaluate_triggers_under_the_write_lock"),
+}
+
+
+def run_race(race: str, template: Path, database: Path, fixed: bool) -> dict[str, Any]:
+    scene, fix = RACES[race]
+    return run_sqlite_scene(template, database, scene, fix if fixed else None)
 
 
 def test_a_trigger_evaluation_takes_sqlites_write_lock_first(
     tmp_path: Path, prefect_schema: Path
 ) -> None:
-    found = run_trigger_race(prefect_schema, tmp_path / "prefect.db", immediate=True)
+    found = run_race("trigger", prefect_schema, tmp_path / "prefect.db", fixed=True)
     assert found["outcome"] == "written", found
     assert found["flows"] == ["m", "o"]  # the other writer waited its turn
 

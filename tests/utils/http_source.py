@@ -94,3 +94,16 @@ def serve_http_source(port: int = 0) -> Iterator[HttpSource]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# A price API's answer, one record (the api_call pipeline's examples extract it).
+PRICES = {"data": [{"symbol": "BTC", "quote": {"usd": 64000.0}}]}
+
+
+@contextmanager
+def prices_source() -> Iterator[HttpSource]:
+    """A source answering /prices with PRICES and /down with 500."""
+    with serve_http_source() as source:
+        source.route("/prices", Reply(200, PRICES))
+        source.route("/down", Reply(500, {"error": "down"}))
+        yield source

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -68,3 +69,27 @@ def create_scheduled_runs(api_url: str, deployment_id: str, times: list[Any]) ->
             answer.raise_for_status()
             ids.append(str(answer.json()["id"]))
     return ids
+
+
+# A queue of the test pool that stays paused: a deployment put there is one no worker serves.
+PAUSED_QUEUE = "no-worker-serves"
+
+
+def park_where_no_worker_serves(work_pool: str, deployment_id: str) -> None:
+    """Move a deployment to PAUSED_QUEUE (made paused if missing): its runs wait, as they
+    would while no worker ran."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def park() -> None:
+        async with get_client() as client:
+            queues = [q.name for q in await client.read_work_queues(work_pool_name=work_pool)]
+            if PAUSED_QUEUE not in queues:
+                await client.create_work_queue(
+                    name=PAUSED_QUEUE, work_pool_name=work_pool, is_paused=True
+                )
+            update = DeploymentUpdate(work_queue_name=PAUSED_QUEUE)
+            await client.update_deployment(uuid.UUID(deployment_id), update)
+
+    run_coro_as_sync(park())
