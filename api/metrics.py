@@ -11,6 +11,7 @@ log middleware hands each over, api/access_log.py).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -238,6 +239,7 @@ class ApiMetrics:
             registry=self.registry,
         )
         self._items: ItemTotals | None = None
+        self._refreshing = asyncio.Lock()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request (api/access_log.py hands each over)."""
@@ -251,6 +253,8 @@ class ApiMetrics:
             self.registry.register(self._items)
 
     async def exposition(self, client: PrefectClient) -> bytes:
-        """The metrics as Prometheus's text format, run metrics read from Prefect first."""
-        await self.runs.refresh(client)
+        """The metrics as Prometheus's text format, run metrics read from Prefect first (one
+        scrape's reads at a time: two at once would read the same runs twice)."""
+        async with self._refreshing:
+            await self.runs.refresh(client)
         return generate_latest(self.registry)
