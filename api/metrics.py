@@ -40,7 +40,7 @@ from sqlmodel import Session
 
 from db.crud import item_totals_by_schedule
 from deployments.pipelines import FLOW_TO_PIPELINE
-from deployments.prefect_api import PREFECT_PAGE
+from deployments.prefect_api import page_flow_runs
 from deployments.service import pipeline_of
 
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -180,19 +180,13 @@ class RunMetrics:
 async def _runs(
     client: PrefectClient, ours: FlowFilter, run_filter: FlowRunFilter
 ) -> list[FlowRun]:
-    runs: list[FlowRun] = []
-    while len(runs) < MAX_RUNS_PER_SCRAPE:
-        page = await client.read_flow_runs(
-            flow_filter=ours,
-            flow_run_filter=run_filter,
-            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
-            limit=PREFECT_PAGE,
-            offset=len(runs),
-        )
-        runs += page
-        if len(page) < PREFECT_PAGE:
-            break
-    return runs
+    return await page_flow_runs(
+        client,
+        MAX_RUNS_PER_SCRAPE,
+        FlowRunSort.EXPECTED_START_TIME_ASC,
+        flow_filter=ours,
+        flow_run_filter=run_filter,
+    )
 
 
 class ItemTotals(Collector):

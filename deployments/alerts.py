@@ -29,13 +29,11 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import StateType
 from prefect.events.actions import CallWebhook
 from prefect.events.schemas.automations import (
-    EventTrigger,
-    Posture,
     SequenceTrigger,
     TriggerTypes,
 )
-from prefect.events.schemas.events import ResourceSpecification
 
+from deployments.automations import flow_run_trigger, of_deployment
 from deployments.prefect_api import read_runs
 from deployments.spec import AlertOn
 from deployments.views import run_duration
@@ -84,41 +82,18 @@ def payload_template(alert: AlertOn) -> str:
     return PAYLOAD.replace("@what@", WHAT[alert]).replace("@alert@", alert)
 
 
-def _runs(deployment_id: str, states: Sequence[str]) -> EventTrigger:
-    return EventTrigger(
-        match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
-        match_related=ResourceSpecification(
-            {
-                "prefect.resource.id": f"prefect.deployment.{deployment_id}",
-                "prefect.resource.role": "deployment",
-            }
-        ),
-        expect={f"prefect.flow-run.{state}" for state in states},
-        posture=Posture.Reactive,
-        threshold=1,
-    )
-
-
 def _trigger(alert: AlertOn, deployment_id: str, stuck_after: timedelta) -> TriggerTypes:
+    runs = of_deployment(deployment_id)
     if alert == "failed":
-        return _runs(deployment_id, FAILED)
+        return flow_run_trigger(runs, FAILED)
     if alert == "late":
-        return _runs(deployment_id, ["Late"])
+        return flow_run_trigger(runs, ["Late"])
     if alert == "recovered":
         return SequenceTrigger(
-            triggers=[_runs(deployment_id, FAILED), _runs(deployment_id, ["Completed"])]
+            triggers=[flow_run_trigger(runs, FAILED), flow_run_trigger(runs, ["Completed"])]
         )
-    running = _runs(deployment_id, FINAL)
-    return EventTrigger(
-        match=running.match,
-        match_related=running.match_related,
-        after={"prefect.flow-run.Running", "prefect.flow-run.Retrying"},
-        expect=set(running.expect),
-        for_each={"prefect.resource.id"},
-        posture=Posture.Proactive,
-        threshold=1,
-        within=max(stuck_after, MIN_STUCK_AFTER),
-    )
+    within = max(stuck_after, MIN_STUCK_AFTER)
+    return flow_run_trigger(runs, FINAL, after=["Running", "Retrying"], within=within)
 
 
 def alert_automations(

@@ -17,6 +17,7 @@ Heartbeats come from the run's own process, so a run still Pending when its work
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 from prefect.automations import AutomationCore
@@ -36,6 +37,41 @@ FINAL = ("Completed", "Failed", "Cancelled", "Crashed")
 MESSAGE = "No heartbeat from the run's process for {seconds:.0f}s: its worker or host died."
 
 
+def of_deployment(deployment_id: str) -> ResourceSpecification:
+    """Related resources naming one deployment (the runs of that deployment)."""
+    return ResourceSpecification(
+        {
+            "prefect.resource.id": f"prefect.deployment.{deployment_id}",
+            "prefect.resource.role": "deployment",
+        }
+    )
+
+
+def flow_run_trigger(
+    related: ResourceSpecification | list[ResourceSpecification],
+    expect: Iterable[str],
+    *,
+    after: Iterable[str] = (),
+    within: timedelta = timedelta(0),
+) -> EventTrigger:
+    """A trigger on flow-run events (`expect`, `after`: the part after `prefect.flow-run.`,
+    state names or `heartbeat`) of the runs `related` matches: reactive, once per event; or,
+    with `after`, proactive per run: it fires when, after one of `after`, none of `expect`
+    comes within `within`."""
+    events = {f"prefect.flow-run.{name}" for name in expect}
+    proactive = bool(after)
+    return EventTrigger(
+        match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+        match_related=related,
+        after={f"prefect.flow-run.{name}" for name in after},
+        expect=events,
+        for_each={"prefect.resource.id"} if proactive else set(),
+        posture=Posture.Proactive if proactive else Posture.Reactive,
+        threshold=1,
+        within=within,
+    )
+
+
 def unresponsive_runs_automation(
     within: timedelta = timedelta(seconds=MISSED_HEARTBEATS * HEARTBEAT_SECONDS),
     *,
@@ -45,26 +81,15 @@ def unresponsive_runs_automation(
     """Prefect's zombie-run automation: after a run's heartbeat, another heartbeat or a
     final state within `within`, else the run is set Crashed. `deployment_id` narrows it to
     one deployment's runs (the end-to-end test's own)."""
-    related = (
-        ResourceSpecification({"prefect.resource.id": f"prefect.deployment.{deployment_id}"})
-        if deployment_id
-        else ResourceSpecification({})
-    )
+    related = of_deployment(deployment_id) if deployment_id else ResourceSpecification({})
     return AutomationCore(
         name=name,
         description=(
             "Marks a flow run Crashed when its heartbeats stop (its worker or host died), "
             "so it frees its work-pool slot. Made by scheduled-pipelines."
         ),
-        trigger=EventTrigger(
-            match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
-            match_related=related,
-            after={"prefect.flow-run.heartbeat"},
-            expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in FINAL)},
-            for_each={"prefect.resource.id"},
-            posture=Posture.Proactive,
-            threshold=1,
-            within=within,
+        trigger=flow_run_trigger(
+            related, ["heartbeat", *FINAL], after=["heartbeat"], within=within
         ),
         actions=[
             ChangeFlowRunState(

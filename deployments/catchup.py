@@ -37,9 +37,8 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.events.actions import CallWebhook
-from prefect.events.schemas.automations import EventTrigger, Posture
-from prefect.events.schemas.events import ResourceSpecification
 
+from deployments.automations import flow_run_trigger, of_deployment
 from deployments.controls import (
     RUN,
     ClaimedRun,
@@ -93,20 +92,8 @@ def catchup_automations(
             name=f"{name}: catch-up {catchup.policy}",
             description=f"Ends runs of {name!r} missed while no worker ran (catch-up: "
             f"{catchup.policy}). Made by scheduled-pipelines.",
-            trigger=EventTrigger(
-                match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
-                match_related=ResourceSpecification(
-                    {
-                        "prefect.resource.id": f"prefect.deployment.{deployment_id}",
-                        "prefect.resource.role": "deployment",
-                    }
-                ),
-                after={"prefect.flow-run.Late"},
-                expect={f"prefect.flow-run.{state}" for state in TAKEN},
-                for_each={"prefect.resource.id"},
-                posture=Posture.Proactive,
-                threshold=1,
-                within=within,
+            trigger=flow_run_trigger(
+                of_deployment(deployment_id), TAKEN, after=["Late"], within=within
             ),
             actions=[CallWebhook(block_document_id=callback_block_id, payload=CALLBACK_PAYLOAD)],
             owner_resource=f"prefect.deployment.{deployment_id}",

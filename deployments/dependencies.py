@@ -28,11 +28,11 @@ from prefect.events.actions import RunDeployment
 from prefect.events.schemas.automations import (
     CompoundTrigger,
     EventTrigger,
-    Posture,
     TriggerTypes,
 )
 from prefect.events.schemas.events import ResourceSpecification
 
+from deployments.automations import flow_run_trigger
 from deployments.controls import DEPENDENCY_FAILED
 from deployments.job_template import CONTROLS
 
@@ -64,20 +64,15 @@ def find_cycle(
 
 def _runs_of(dependency: str, flows: Sequence[str], states: Sequence[str]) -> EventTrigger:
     """A trigger on each run of schedule `dependency` (one of `flows`) reaching `states`."""
-    return EventTrigger(
-        match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
-        match_related=[
-            ResourceSpecification(
-                {"prefect.resource.role": "deployment", "prefect.resource.name": dependency}
-            ),
-            ResourceSpecification(
-                {"prefect.resource.role": "flow", "prefect.resource.name": list(flows)}
-            ),
-        ],
-        expect={f"prefect.flow-run.{state}" for state in states},
-        posture=Posture.Reactive,
-        threshold=1,
-    )
+    related = [
+        ResourceSpecification(
+            {"prefect.resource.role": "deployment", "prefect.resource.name": dependency}
+        ),
+        ResourceSpecification(
+            {"prefect.resource.role": "flow", "prefect.resource.name": list(flows)}
+        ),
+    ]
+    return flow_run_trigger(related, states)
 
 
 def dependency_automations(

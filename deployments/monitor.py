@@ -38,8 +38,8 @@ from pydantic import BaseModel
 from deployments.alerts import STUCK_MEDIAN_FACTOR, median_duration
 from deployments.job_template import spec_settings_of
 from deployments.pipelines import FLOW_TO_PIPELINE
-from deployments.prefect_api import PREFECT_PAGE, read_runs
-from deployments.prefect_schedules import fire_times
+from deployments.prefect_api import PREFECT_PAGE, page_flow_runs, read_runs
+from deployments.prefect_schedules import schedule_interval
 from deployments.service import pipeline_of
 from deployments.views import schedules_active
 
@@ -94,13 +94,12 @@ def stale_since(
     return since if now - since > STALE_FACTOR * interval else None
 
 
-async def expected_interval(deployment: DeploymentResponse, now: datetime) -> timedelta | None:
+async def expected_interval(deployment: DeploymentResponse) -> timedelta | None:
     """The time between two runs of its active schedule (None: manual or once)."""
     active = [s for s in deployment.schedules if s.active]
     if not active or isinstance(active[0].schedule, NoSchedule):
         return None
-    times = await fire_times(active[0].schedule, now, 2)
-    return times[1] - times[0] if len(times) == 2 else None
+    return await schedule_interval(active[0].schedule)
 
 
 async def _our_deployments(client: PrefectClient) -> list[DeploymentResponse]:
@@ -122,19 +121,10 @@ async def _runs(
     sort: FlowRunSort,
     limit: int,
 ) -> list[FlowRun]:
-    runs: list[FlowRun] = []
-    while len(runs) < limit:
-        page = await client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=ids)),
-            flow_run_filter=run_filter,
-            sort=sort,
-            limit=min(PREFECT_PAGE, limit - len(runs)),
-            offset=len(runs),
-        )
-        runs += page
-        if len(page) < PREFECT_PAGE:
-            break
-    return runs
+    by_deployment = DeploymentFilter(id=DeploymentFilterId(any_=ids))
+    return await page_flow_runs(
+        client, limit, sort, deployment_filter=by_deployment, flow_run_filter=run_filter
+    )
 
 
 def _in(states: Sequence[StateType]) -> FlowRunFilter:
@@ -215,7 +205,7 @@ async def read_monitor(
     for deployment in deployments.values():
         if deployment.paused or not schedules_active(deployment):
             continue
-        interval = await expected_interval(deployment, now)
+        interval = await expected_interval(deployment)
         if interval is None:
             continue
         ended = last_finished.get(deployment.id)

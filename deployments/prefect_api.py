@@ -180,6 +180,29 @@ async def reschedule_at_its_time(client: PrefectClient, flow_run: FlowRun, messa
     )
 
 
+async def page_flow_runs(
+    client: PrefectClient,
+    limit: int,
+    sort: FlowRunSort = FlowRunSort.EXPECTED_START_TIME_DESC,
+    offset: int = 0,
+    **filters: Any,
+) -> list[FlowRun]:
+    """Up to `limit` flow runs matching Prefect's read filters (`flow_filter=`,
+    `flow_run_filter=`, `deployment_filter=`...), read page by page past Prefect's page cap."""
+    runs: list[FlowRun] = []
+    while len(runs) < limit:
+        chunk = await client.read_flow_runs(
+            sort=sort,
+            limit=min(PREFECT_PAGE, limit - len(runs)),
+            offset=offset + len(runs),
+            **filters,
+        )
+        runs += chunk
+        if len(chunk) < PREFECT_PAGE:
+            break
+    return runs
+
+
 async def read_runs(
     client: PrefectClient,
     deployment_id: uuid.UUID,
@@ -188,19 +211,13 @@ async def read_runs(
     offset: int = 0,
 ) -> list[FlowRun]:
     """Up to `limit` runs of a deployment in `states`, newest first, past Prefect's page cap."""
-    runs: list[FlowRun] = []
-    while len(runs) < limit:
-        chunk = await client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-            flow_run_filter=runs_filter(states),
-            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-            limit=min(PREFECT_PAGE, limit - len(runs)),
-            offset=offset + len(runs),
-        )
-        runs += chunk
-        if len(chunk) < PREFECT_PAGE:
-            break
-    return runs
+    return await page_flow_runs(
+        client,
+        limit,
+        offset=offset,
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        flow_run_filter=runs_filter(states),
+    )
 
 
 async def count_runs(

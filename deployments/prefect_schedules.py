@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
@@ -136,6 +136,13 @@ async def next_fire_times(schedule: PrefectSchedule | None, count: int) -> list[
     if len(_NEXT_TIMES) > _NEXT_TIMES_KEPT:
         _NEXT_TIMES.popitem(last=False)
     return list(times)
+
+
+async def schedule_interval(schedule: PrefectSchedule | None) -> timedelta | None:
+    """The time between the schedule's next two runs (None: it plans fewer than two, as a
+    manual or once schedule)."""
+    times = await next_fire_times(schedule, 2)
+    return times[1] - times[0] if len(times) == 2 else None
 
 
 async def fire_times(

@@ -13,7 +13,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from prefect.blocks.webhook import Webhook
@@ -92,7 +92,7 @@ from deployments.prefect_api import (
     scheduled_runs_between,
     upsert_deployment,
 )
-from deployments.prefect_schedules import fire_times, to_prefect_schedule
+from deployments.prefect_schedules import fire_times, schedule_interval, to_prefect_schedule
 from deployments.spec import Alerts, SchedulePatch, ScheduleSpec, aware
 from deployments.stats import percentile
 from deployments.views import (
@@ -474,7 +474,7 @@ class ScheduleService:
         flows = list(FLOW_TO_PIPELINE)
         wanted = dependency_automations(str(deployment_id), spec.name, spec.depends_on, flows)
         if spec.catchup.policy != "all":
-            interval = await timing_interval(spec)
+            interval = await schedule_interval(to_prefect_schedule(spec.timing))
             callback = str(await self._catchup_callback_block())
             wanted += catchup_automations(
                 str(deployment_id), spec.name, spec.catchup, interval, late_runs_after(), callback
@@ -634,7 +634,9 @@ class ScheduleService:
             await self.client.delete_deployment(deployment.id)
         # Prefect leaves a deleted deployment's own automations (its triggers) behind.
         await self.client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
-        if (block_id := await self._webhook_block_id(alert_block_name(name))) is not None:
+        alerts = spec_settings_of(deployment.job_variables).get("alerts") or {}
+        ours = alert_block_name(name)
+        if alerts.get("block") == ours and (block_id := await self._webhook_block_id(ours)):
             with contextlib.suppress(ObjectNotFound):
                 await self.client.delete_block_document(block_id)
 
@@ -737,15 +739,6 @@ def has_automations(spec: ScheduleSpec) -> bool:
     """Whether the spec makes automations of its deployment's own (dependencies, alerts,
     catch-up)."""
     return bool(spec.depends_on or spec.alerts or spec.catchup.policy != "all")
-
-
-async def timing_interval(spec: ScheduleSpec) -> timedelta | None:
-    """The time between the spec's next two runs (None: it plans fewer than two)."""
-    schedule = to_prefect_schedule(spec.timing)
-    if schedule is None:
-        return None
-    times = await fire_times(schedule, datetime.now(UTC), 2)
-    return times[1] - times[0] if len(times) == 2 else None
 
 
 def depends_on_of(deployment: DeploymentResponse) -> list[str]:

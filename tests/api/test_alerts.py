@@ -146,3 +146,26 @@ def test_bad_alerts_are_refused(
     assert answer.status_code == 422, answer.text
     assert answer.json()["detail"][0]["loc"][1:] == loc
     assert api.get(f"/api/schedules/{name}").status_code == 404
+
+
+def test_a_webhook_block_of_yours_is_used_and_kept(
+    api: TestClient, source: HttpSource, prefect_api_url: str
+) -> None:
+    """`alerts.block` names your own Webhook block: the schedule's alert automations call it,
+    and deleting the schedule leaves it (only `sp-alerts-<schedule>` blocks are ours)."""
+    from prefect.blocks.webhook import Webhook
+    from pydantic import SecretStr
+
+    block = f"my-hook-{uuid.uuid4().hex[:6]}"
+    Webhook(method="POST", url=SecretStr(f"{source.url}/mine")).save(block)
+    name = f"alert-{uuid.uuid4().hex[:8]}"
+    spec = api_call_spec(name, source.url, alerts={"on": ["failed", "late"], "block": block})
+    answer = api.post("/api/schedules", json=spec)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["alerts"]["block"] == block
+    owner = f"prefect.deployment.{answer.json()['deployment_id']}"
+    automations = httpx.get(f"{prefect_api_url}/automations/related-to/{owner}").json()
+    assert len(automations) == 2
+    assert api.delete(f"/api/schedules/{name}").status_code == 204
+    blocks = httpx.post(f"{prefect_api_url}/block_documents/filter", json={}).json()
+    assert block in [b["name"] for b in blocks]
